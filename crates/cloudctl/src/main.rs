@@ -1,1 +1,61 @@
-fn main() {}
+//! `cloudctl`: entry point; parses the command line, connects and maps failures to exit codes.
+
+mod cli;
+mod client;
+mod commands;
+mod errors;
+mod output;
+mod views;
+mod wait;
+
+use std::process::ExitCode;
+
+use clap::{CommandFactory, Parser};
+
+use crate::cli::{Cli, Command};
+use crate::client::{settings_from, Ctx, EnvVars};
+
+fn main() -> ExitCode {
+    // Usage errors exit with 2 from here, help and version with 0.
+    let cli = Cli::parse();
+
+    if let Command::Completions { shell } = cli.command {
+        clap_complete::generate(shell, &mut Cli::command(), "cloudctl", &mut std::io::stdout());
+        return ExitCode::SUCCESS;
+    }
+
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+
+    let mut endpoint = None;
+    let result = runtime.block_on(async {
+        let settings = settings_from(&cli.global, &EnvVars::from_process())?;
+        endpoint = Some(settings.endpoint.clone());
+        let ctx = Ctx::connect(&settings, &cli.global).await?;
+        commands::run(&ctx, cli.command).await
+    });
+
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) if is_broken_pipe(&err) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("{}", errors::format_error(&err, endpoint.as_deref()));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// A reader that went away (`cloudctl … | head`) is not a failure.
+fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.downcast_ref::<std::io::Error>()
+        .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+}

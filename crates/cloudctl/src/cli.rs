@@ -1,0 +1,930 @@
+//! Command-line grammar of `cloudctl`: every subcommand, flag and its help text.
+
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::output::OutputFormat;
+
+const EXAMPLES: &str = "\
+Examples:
+  # Point cloudctl at a cluster once, then work with it
+  export ANDROMEDE_ENDPOINT=http://10.0.0.10:7400 ANDROMEDE_TOKEN=…
+  cloudctl cluster status
+
+  # Describe the infrastructure
+  cloudctl datacenter create par1 --country FR --operator-name 'OVH SAS' --operator-country FR --cert secnumcloud
+  cloudctl host register par1-h01 --datacenter par1 --vcpus 64 --memory-mib 262144 --disk-gib 2000
+  cloudctl flavor create m1.small --vcpus 2 --memory-mib 4096 --disk-gib 20
+  cloudctl image create debian-12 --source https://images.example/debian-12.qcow2 --checksum-sha256 9f86d0…
+
+  # A tenant that must stay in EU datacenters run by an immune operator
+  cloudctl project create acme --allow-jurisdiction EU --operator-immunity --quota-instances 20
+
+  # Boot an instance and wait until it runs, then see why it landed where it did
+  cloudctl instance create web-1 --project acme --flavor m1.small --image debian-12 --wait
+  cloudctl placement explain --project acme --flavor m1.small
+
+  # Follow what happens, as JSON lines
+  cloudctl events watch --kind instance -o json
+
+Connection settings come from flags, then ANDROMEDE_* variables, then the profile file
+(ANDROMEDE_CONFIG or ~/.config/andromede/config.toml), then the defaults.";
+
+/// Command-line client for the Andromède sovereign IaaS control plane.
+///
+/// Manages datacenters, hosts, flavors, images, projects, instances, server groups and volumes
+/// through the gRPC API of any node of an Andromède cluster, explains placement decisions,
+/// follows the event stream and administers cluster membership.
+#[derive(Parser, Debug)]
+#[command(name = "cloudctl", version, after_help = EXAMPLES, propagate_version = true)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Flags accepted by every subcommand.
+#[derive(Args, Debug, Clone)]
+pub struct GlobalArgs {
+    /// gRPC endpoint of any node of the cluster [env: ANDROMEDE_ENDPOINT] [default: http://127.0.0.1:7400]
+    #[arg(long, global = true, value_name = "URL")]
+    pub endpoint: Option<String>,
+
+    /// Bearer token sent with every request; prefer the variable or a profile, since command
+    /// lines are visible to other local users [env: ANDROMEDE_TOKEN]
+    #[arg(long, global = true, value_name = "TOKEN")]
+    pub token: Option<String>,
+
+    /// Profile of the configuration file to use; `default` is used when present and none is given
+    /// [env: ANDROMEDE_PROFILE]
+    #[arg(long, global = true, value_name = "NAME")]
+    pub profile: Option<String>,
+
+    /// Output format
+    #[arg(short = 'o', long, global = true, value_enum, default_value_t = OutputFormat::Table)]
+    pub output: OutputFormat,
+
+    /// Read the contacted node's local copy instead of a linearizable read through the leader
+    /// (faster, possibly slightly behind; only affects reads)
+    #[arg(long, global = true)]
+    pub stale: bool,
+
+    /// Give up on a single API call after this many seconds
+    #[arg(long, global = true, value_name = "SECS", default_value_t = 30)]
+    pub request_timeout: u64,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Datacenters: where they are, who operates them, what they are certified for
+    #[command(subcommand)]
+    Datacenter(DatacenterCmd),
+    /// Hypervisor hosts and their capacity
+    #[command(subcommand)]
+    Host(HostCmd),
+    /// Instance sizes (vCPUs, memory, disk)
+    #[command(subcommand)]
+    Flavor(FlavorCmd),
+    /// Boot images
+    #[command(subcommand)]
+    Image(ImageCmd),
+    /// Projects (tenants): sovereignty policy, quota and usage
+    #[command(subcommand)]
+    Project(ProjectCmd),
+    /// Virtual machines
+    #[command(subcommand)]
+    Instance(InstanceCmd),
+    /// Affinity and anti-affinity groups of instances
+    #[command(subcommand)]
+    ServerGroup(ServerGroupCmd),
+    /// Block volumes
+    #[command(subcommand)]
+    Volume(VolumeCmd),
+    /// Placement dry runs
+    #[command(subcommand)]
+    Placement(PlacementCmd),
+    /// The resource event stream
+    #[command(subcommand)]
+    Events(EventsCmd),
+    /// Raft cluster status and membership
+    #[command(subcommand)]
+    Cluster(ClusterCmd),
+    /// Print a shell completion script (e.g. `cloudctl completions bash > /etc/bash_completion.d/cloudctl`)
+    Completions {
+        /// Shell to generate the script for
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+}
+
+/// `--wait` and `--timeout`, shared by every command that starts an asynchronous change.
+#[derive(Args, Debug, Clone, Copy)]
+pub struct WaitArgs {
+    /// Poll until the change completes (or fails) instead of returning once it is accepted
+    #[arg(long)]
+    pub wait: bool,
+
+    /// With --wait, give up after this many seconds
+    #[arg(long, value_name = "SECS", default_value_t = 300, requires = "wait")]
+    pub timeout: u64,
+}
+
+/// A resource reference that may be scoped to a project.
+#[derive(Args, Debug, Clone)]
+pub struct ScopedRef {
+    /// Id or name of the resource
+    #[arg(value_name = "REF")]
+    pub reference: String,
+
+    /// Project (id or name) in which to look the name up; not needed for ids
+    #[arg(long, short = 'p', value_name = "PROJECT")]
+    pub project: Option<String>,
+}
+
+/// A reference to a cloud-wide resource.
+#[derive(Args, Debug, Clone)]
+pub struct GlobalRef {
+    /// Id or name of the resource
+    #[arg(value_name = "REF")]
+    pub reference: String,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Datacenters
+
+#[derive(Subcommand, Debug)]
+pub enum DatacenterCmd {
+    /// Declare a datacenter
+    Create(DatacenterCreate),
+    /// Change a datacenter's location, operator, certifications or status
+    Update(DatacenterUpdate),
+    /// Show one datacenter
+    Get(GlobalRef),
+    /// List datacenters
+    List {
+        /// Only datacenters in this country (ISO 3166-1 alpha-2)
+        #[arg(long, value_name = "CC")]
+        country: Option<String>,
+        /// Only datacenters under this jurisdiction (EU, EEA or a country code)
+        #[arg(long, value_name = "JURISDICTION")]
+        jurisdiction: Option<String>,
+    },
+    /// Delete a datacenter (refused while it has hosts)
+    Delete(GlobalRef),
+}
+
+#[derive(Args, Debug)]
+pub struct DatacenterCreate {
+    /// Unique name of the datacenter
+    pub name: String,
+    /// Country the datacenter is in (ISO 3166-1 alpha-2, e.g. FR)
+    #[arg(long, value_name = "CC")]
+    pub country: String,
+    /// Legal name of the operating company
+    #[arg(long, value_name = "NAME")]
+    pub operator_name: String,
+    /// Country where the operator is incorporated
+    #[arg(long, value_name = "CC")]
+    pub operator_country: String,
+    /// Country of the operator's ultimate parent (defaults to --operator-country)
+    #[arg(long, value_name = "CC")]
+    pub parent_country: Option<String>,
+    /// Largest single non-EU holder's share of the operator, in percent (0-100)
+    #[arg(long, value_name = "PERCENT")]
+    pub largest_non_eu_holder_percent: Option<f64>,
+    /// Total non-EU share of the operator, in percent (0-100)
+    #[arg(long, value_name = "PERCENT")]
+    pub total_non_eu_percent: Option<f64>,
+    /// Certification held (repeatable or comma-separated, e.g. secnumcloud,hds)
+    #[arg(long = "cert", value_name = "CERT", value_delimiter = ',')]
+    pub certs: Vec<String>,
+    /// Idempotency key; a random one is generated when absent
+    #[arg(long, value_name = "ID")]
+    pub request_id: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct DatacenterUpdate {
+    /// Id or name of the datacenter
+    #[arg(value_name = "REF")]
+    pub reference: String,
+    /// New country (ISO 3166-1 alpha-2)
+    #[arg(long, value_name = "CC")]
+    pub country: Option<String>,
+    /// New legal name of the operator
+    #[arg(long, value_name = "NAME")]
+    pub operator_name: Option<String>,
+    /// New country of incorporation of the operator
+    #[arg(long, value_name = "CC")]
+    pub operator_country: Option<String>,
+    /// New country of the operator's ultimate parent
+    #[arg(long, value_name = "CC")]
+    pub parent_country: Option<String>,
+    /// New largest single non-EU holder's share, in percent
+    #[arg(long, value_name = "PERCENT")]
+    pub largest_non_eu_holder_percent: Option<f64>,
+    /// New total non-EU share, in percent
+    #[arg(long, value_name = "PERCENT")]
+    pub total_non_eu_percent: Option<f64>,
+    /// Replace the certifications with these (repeatable or comma-separated)
+    #[arg(long = "cert", value_name = "CERT", value_delimiter = ',')]
+    pub certs: Vec<String>,
+    /// Remove every certification
+    #[arg(long, conflicts_with = "certs")]
+    pub clear_certs: bool,
+    /// New status
+    #[arg(long, value_enum)]
+    pub status: Option<DatacenterStatusArg>,
+    /// Refuse the update unless the datacenter is still at this generation
+    #[arg(long, value_name = "N")]
+    pub expected_generation: Option<u64>,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DatacenterStatusArg {
+    /// Accepts new placements
+    Active,
+    /// Keeps what runs there, accepts nothing new
+    Maintenance,
+    /// Out of service
+    Retired,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Hosts
+
+#[derive(Subcommand, Debug)]
+pub enum HostCmd {
+    /// Register a hypervisor host in a datacenter
+    Register(HostRegister),
+    /// Change a host's state (down and disabled hosts receive nothing new)
+    SetState {
+        /// Id or name of the host
+        #[arg(value_name = "REF")]
+        reference: String,
+        /// New state
+        #[arg(value_enum)]
+        state: HostStateArg,
+    },
+    /// Show one host
+    Get(GlobalRef),
+    /// List hosts
+    List {
+        /// Only hosts of this datacenter (id or name)
+        #[arg(long, value_name = "DC")]
+        datacenter: Option<String>,
+    },
+    /// Remove a host (refused while it carries instances or volumes)
+    Delete(GlobalRef),
+}
+
+#[derive(Args, Debug)]
+pub struct HostRegister {
+    /// Unique name of the host
+    pub name: String,
+    /// Datacenter (id or name) the host is in
+    #[arg(long, value_name = "DC")]
+    pub datacenter: String,
+    /// Physical vCPUs
+    #[arg(long, value_name = "N")]
+    pub vcpus: u64,
+    /// Physical memory, in MiB
+    #[arg(long, value_name = "N")]
+    pub memory_mib: u64,
+    /// Local disk, in GiB
+    #[arg(long, value_name = "N")]
+    pub disk_gib: u64,
+    /// vCPU overcommit ratio [default: 4.0]
+    #[arg(long, value_name = "F")]
+    pub cpu_ratio: Option<f64>,
+    /// Memory overcommit ratio [default: 1.0]
+    #[arg(long, value_name = "F")]
+    pub memory_ratio: Option<f64>,
+    /// Disk overcommit ratio [default: 1.0]
+    #[arg(long, value_name = "F")]
+    pub disk_ratio: Option<f64>,
+    /// No real agent drives this host: the control plane simulates it
+    #[arg(long)]
+    pub simulated: bool,
+    /// Idempotency key; a random one is generated when absent
+    #[arg(long, value_name = "ID")]
+    pub request_id: Option<String>,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HostStateArg {
+    /// In service
+    Up,
+    /// Unreachable or broken
+    Down,
+    /// Being emptied: keeps what runs, accepts nothing new
+    Draining,
+    /// Taken out of service by an operator
+    Disabled,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Flavors and images
+
+#[derive(Subcommand, Debug)]
+pub enum FlavorCmd {
+    /// Define a flavor
+    Create {
+        /// Unique name of the flavor (e.g. m1.small)
+        name: String,
+        /// vCPUs
+        #[arg(long, value_name = "N")]
+        vcpus: u64,
+        /// Memory, in MiB
+        #[arg(long, value_name = "N")]
+        memory_mib: u64,
+        /// Root disk, in GiB
+        #[arg(long, value_name = "N")]
+        disk_gib: u64,
+        /// Idempotency key; a random one is generated when absent
+        #[arg(long, value_name = "ID")]
+        request_id: Option<String>,
+    },
+    /// Show one flavor
+    Get(GlobalRef),
+    /// List flavors
+    List,
+    /// Delete a flavor
+    Delete(GlobalRef),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ImageCmd {
+    /// Register an image
+    Create {
+        /// Name of the image (unique in its project, or among public images)
+        name: String,
+        /// Path or URL the hosts can fetch the image from
+        #[arg(long, value_name = "URL")]
+        source: String,
+        /// SHA-256 of the image file, in hex
+        #[arg(long, value_name = "HEX")]
+        checksum_sha256: String,
+        /// Disk format
+        #[arg(long, value_name = "FORMAT", default_value = "qcow2")]
+        format: String,
+        /// Smallest root disk the image boots from, in GiB
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        min_disk_gib: u64,
+        /// Owning project (id or name); public when absent
+        #[arg(long, short = 'p', value_name = "PROJECT")]
+        project: Option<String>,
+        /// Idempotency key; a random one is generated when absent
+        #[arg(long, value_name = "ID")]
+        request_id: Option<String>,
+    },
+    /// Show one image
+    Get(ScopedRef),
+    /// List images
+    List {
+        /// Only this project's images (id or name)
+        #[arg(long, short = 'p', value_name = "PROJECT")]
+        project: Option<String>,
+    },
+    /// Delete an image
+    Delete(ScopedRef),
+}
+
+// ---------------------------------------------------------------------------------------------
+// Projects
+
+#[derive(Subcommand, Debug)]
+pub enum ProjectCmd {
+    /// Create a project with its sovereignty policy and quota
+    Create(ProjectCreate),
+    /// Change a project's description, policy or quota (unspecified parts are kept)
+    Update(ProjectUpdate),
+    /// Show one project, with its usage
+    Get(GlobalRef),
+    /// List projects
+    List,
+    /// Delete a project (refused while it owns resources)
+    Delete(GlobalRef),
+}
+
+#[derive(Args, Debug)]
+pub struct ProjectCreate {
+    /// Unique name of the project
+    pub name: String,
+    /// Free text
+    #[arg(long, value_name = "TEXT")]
+    pub description: Option<String>,
+    #[command(flatten)]
+    pub policy: PolicyArgs,
+    #[command(flatten)]
+    pub quota: QuotaArgs,
+    /// Idempotency key; a random one is generated when absent
+    #[arg(long, value_name = "ID")]
+    pub request_id: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct ProjectUpdate {
+    /// Id or name of the project
+    #[arg(value_name = "REF")]
+    pub reference: String,
+    /// New description
+    #[arg(long, value_name = "TEXT")]
+    pub description: Option<String>,
+    #[command(flatten)]
+    pub policy: PolicyArgs,
+    /// Lift the country restriction
+    #[arg(long, conflicts_with = "allow_country")]
+    pub clear_allow_country: bool,
+    /// Lift the jurisdiction restriction
+    #[arg(long, conflicts_with = "allow_jurisdiction")]
+    pub clear_allow_jurisdiction: bool,
+    /// Stop requiring certifications
+    #[arg(long, conflicts_with = "require_cert")]
+    pub clear_require_cert: bool,
+    #[command(flatten)]
+    pub quota: QuotaArgs,
+    /// Refuse the update unless the project is still at this generation
+    #[arg(long, value_name = "N")]
+    pub expected_generation: Option<u64>,
+}
+
+/// Sovereignty policy flags.
+#[derive(Args, Debug, Default)]
+pub struct PolicyArgs {
+    /// Allowed country (repeatable or comma-separated); none means any country
+    #[arg(long, value_name = "CC", value_delimiter = ',', help_heading = "Sovereignty policy")]
+    pub allow_country: Vec<String>,
+    /// Allowed jurisdiction: EU, EEA or a country code (repeatable or comma-separated)
+    #[arg(long, value_name = "JURISDICTION", value_delimiter = ',', help_heading = "Sovereignty policy")]
+    pub allow_jurisdiction: Vec<String>,
+    /// Certification every datacenter must hold (repeatable or comma-separated)
+    #[arg(long, value_name = "CERT", value_delimiter = ',', help_heading = "Sovereignty policy")]
+    pub require_cert: Vec<String>,
+    /// Only datacenters whose operator is immune to non-EU laws (EU operator and parent,
+    /// non-EU holders within SecNumCloud thresholds); `--operator-immunity=false` turns it off
+    #[arg(
+        long,
+        value_name = "BOOL",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        help_heading = "Sovereignty policy"
+    )]
+    pub operator_immunity: Option<bool>,
+}
+
+/// Quota flags; each takes a number or `unlimited`.
+#[derive(Args, Debug, Default, Clone, Copy)]
+pub struct QuotaArgs {
+    /// Maximum number of instances
+    #[arg(long, value_name = "N|unlimited", help_heading = "Quota")]
+    pub quota_instances: Option<QuotaLimit>,
+    /// Maximum vCPUs over all instances
+    #[arg(long, value_name = "N|unlimited", help_heading = "Quota")]
+    pub quota_vcpus: Option<QuotaLimit>,
+    /// Maximum memory over all instances, in MiB
+    #[arg(long, value_name = "N|unlimited", help_heading = "Quota")]
+    pub quota_memory_mib: Option<QuotaLimit>,
+    /// Maximum number of volumes
+    #[arg(long, value_name = "N|unlimited", help_heading = "Quota")]
+    pub quota_volumes: Option<QuotaLimit>,
+    /// Maximum size over all volumes, in GiB
+    #[arg(long, value_name = "N|unlimited", help_heading = "Quota")]
+    pub quota_volume_gib: Option<QuotaLimit>,
+}
+
+/// One quota limit: a number, or no limit at all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QuotaLimit {
+    Limited(u64),
+    Unlimited,
+}
+
+impl QuotaLimit {
+    pub fn as_option(self) -> Option<u64> {
+        match self {
+            QuotaLimit::Limited(n) => Some(n),
+            QuotaLimit::Unlimited => None,
+        }
+    }
+}
+
+impl FromStr for QuotaLimit {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.eq_ignore_ascii_case("unlimited") {
+            return Ok(QuotaLimit::Unlimited);
+        }
+        s.parse::<u64>()
+            .map(QuotaLimit::Limited)
+            .map_err(|_| format!("`{s}` is neither a non-negative number nor `unlimited`"))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Instances and server groups
+
+#[derive(Subcommand, Debug)]
+pub enum InstanceCmd {
+    /// Create (and schedule) an instance
+    Create(InstanceCreate),
+    /// Show one instance
+    Get(ScopedRef),
+    /// List instances
+    List {
+        /// Only this project's instances (id or name)
+        #[arg(long, short = 'p', value_name = "PROJECT")]
+        project: Option<String>,
+    },
+    /// Power an instance on
+    Start(InstanceAction),
+    /// Power an instance off
+    Stop(InstanceAction),
+    /// Reboot an instance
+    Reboot(InstanceAction),
+    /// Delete an instance
+    Delete(InstanceAction),
+}
+
+#[derive(Args, Debug)]
+pub struct InstanceCreate {
+    /// Name of the instance, unique in its project
+    pub name: String,
+    /// Owning project (id or name)
+    #[arg(long, short = 'p', value_name = "PROJECT")]
+    pub project: String,
+    /// Flavor (id or name)
+    #[arg(long, value_name = "FLAVOR")]
+    pub flavor: String,
+    /// Image (id or name)
+    #[arg(long, value_name = "IMAGE")]
+    pub image: String,
+    /// Cloud-init user data, inline
+    #[arg(long, value_name = "STRING", conflicts_with = "user_data_file")]
+    pub user_data: Option<String>,
+    /// Cloud-init user data, read from a file
+    #[arg(long, value_name = "PATH")]
+    pub user_data_file: Option<PathBuf>,
+    /// Authorized SSH public key (repeatable); `@PATH` reads it from a file
+    #[arg(long = "ssh-key", value_name = "KEY")]
+    pub ssh_keys: Vec<String>,
+    /// Server group (id or name) to join
+    #[arg(long, value_name = "GROUP")]
+    pub server_group: Option<String>,
+    #[command(flatten)]
+    pub constraints: ConstraintArgs,
+    /// Idempotency key; a random one is generated when absent and reused by automatic retries
+    #[arg(long, value_name = "ID")]
+    pub request_id: Option<String>,
+    #[command(flatten)]
+    pub wait: WaitArgs,
+}
+
+/// Placement constraints: narrow (never widen) the project's policy for one request.
+#[derive(Args, Debug, Default, Clone)]
+pub struct ConstraintArgs {
+    /// Only place in this country (repeatable or comma-separated)
+    #[arg(long, value_name = "CC", value_delimiter = ',', help_heading = "Placement constraints")]
+    pub country: Vec<String>,
+    /// Only place in this datacenter, id or name (repeatable or comma-separated)
+    #[arg(long, value_name = "DC", value_delimiter = ',', help_heading = "Placement constraints")]
+    pub datacenter: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct InstanceAction {
+    #[command(flatten)]
+    pub target: ScopedRef,
+    #[command(flatten)]
+    pub wait: WaitArgs,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ServerGroupCmd {
+    /// Create a server group
+    Create {
+        /// Name of the group, unique in its project
+        name: String,
+        /// Owning project (id or name)
+        #[arg(long, short = 'p', value_name = "PROJECT")]
+        project: String,
+        /// Keep members on the same host (affinity) or on different hosts (anti-affinity)
+        #[arg(long, value_enum)]
+        policy: GroupPolicyArg,
+        /// Refuse a placement that would break the policy instead of only preferring to keep it
+        #[arg(long)]
+        hard: bool,
+        /// Idempotency key; a random one is generated when absent
+        #[arg(long, value_name = "ID")]
+        request_id: Option<String>,
+    },
+    /// Show one server group
+    Get(ScopedRef),
+    /// List server groups
+    List {
+        /// Only this project's groups (id or name)
+        #[arg(long, short = 'p', value_name = "PROJECT")]
+        project: Option<String>,
+    },
+    /// Delete a server group
+    Delete(ScopedRef),
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupPolicyArg {
+    /// Members share a host
+    Affinity,
+    /// Members are spread over distinct hosts
+    AntiAffinity,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Volumes
+
+#[derive(Subcommand, Debug)]
+pub enum VolumeCmd {
+    /// Create a volume
+    Create(VolumeCreate),
+    /// Show one volume
+    Get(ScopedRef),
+    /// List volumes
+    List {
+        /// Only this project's volumes (id or name)
+        #[arg(long, short = 'p', value_name = "PROJECT")]
+        project: Option<String>,
+    },
+    /// Delete a volume (it must be detached)
+    Delete(VolumeDelete),
+    /// Attach a volume to an instance on the same host
+    Attach(VolumeAttach),
+    /// Detach a volume from its instance
+    Detach(VolumeDetach),
+}
+
+#[derive(Args, Debug)]
+pub struct VolumeCreate {
+    /// Name of the volume, unique in its project
+    pub name: String,
+    /// Owning project (id or name)
+    #[arg(long, short = 'p', value_name = "PROJECT")]
+    pub project: String,
+    /// Size, in GiB
+    #[arg(long, value_name = "N")]
+    pub size_gib: u64,
+    #[command(flatten)]
+    pub constraints: ConstraintArgs,
+    /// Place the volume on this instance's host (id or name) so it can be attached to it
+    #[arg(long, value_name = "INSTANCE")]
+    pub near_instance: Option<String>,
+    /// Idempotency key; a random one is generated when absent and reused by automatic retries
+    #[arg(long, value_name = "ID")]
+    pub request_id: Option<String>,
+    #[command(flatten)]
+    pub wait: WaitArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct VolumeDelete {
+    #[command(flatten)]
+    pub target: ScopedRef,
+    #[command(flatten)]
+    pub wait: WaitArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct VolumeAttach {
+    /// Id or name of the volume
+    #[arg(value_name = "VOLUME")]
+    pub volume: String,
+    /// Instance (id or name) to attach to
+    #[arg(long, value_name = "INSTANCE")]
+    pub instance: String,
+    /// Project (id or name) in which to look names up
+    #[arg(long, short = 'p', value_name = "PROJECT")]
+    pub project: Option<String>,
+    #[command(flatten)]
+    pub wait: WaitArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct VolumeDetach {
+    /// Id or name of the volume
+    #[arg(value_name = "VOLUME")]
+    pub volume: String,
+    /// Project (id or name) in which to look the name up
+    #[arg(long, short = 'p', value_name = "PROJECT")]
+    pub project: Option<String>,
+    #[command(flatten)]
+    pub wait: WaitArgs,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Placement, events, cluster
+
+#[derive(Subcommand, Debug)]
+pub enum PlacementCmd {
+    /// Show, filter by filter, which hosts an instance or volume could land on and why
+    Explain(PlacementExplain),
+}
+
+#[derive(Args, Debug)]
+#[command(group = clap::ArgGroup::new("what").required(true).args(["flavor", "volume_gib"]))]
+pub struct PlacementExplain {
+    /// Project (id or name) whose policy applies
+    #[arg(long, short = 'p', value_name = "PROJECT")]
+    pub project: String,
+    /// Explain an instance of this flavor (id or name)
+    #[arg(long, value_name = "FLAVOR")]
+    pub flavor: Option<String>,
+    /// Explain a volume of this size, in GiB
+    #[arg(long, value_name = "N")]
+    pub volume_gib: Option<u64>,
+    #[command(flatten)]
+    pub constraints: ConstraintArgs,
+    /// Server group (id or name) the instance would join
+    #[arg(long, value_name = "GROUP")]
+    pub server_group: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum EventsCmd {
+    /// Print events as they happen, until interrupted (Ctrl-C)
+    Watch {
+        /// Replay the events after this revision, then follow new ones (0 replays everything the
+        /// server still keeps)
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        from_revision: u64,
+        /// Only events about this kind of resource: instance, volume, host, ... (repeatable or comma-separated)
+        #[arg(long, value_name = "KIND", value_delimiter = ',')]
+        kind: Vec<String>,
+        /// Only events of this project (id or name)
+        #[arg(long, short = 'p', value_name = "PROJECT")]
+        project: Option<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ClusterCmd {
+    /// Show Raft state and members as seen by the contacted node
+    Status,
+    /// Initialize a fresh single-node cluster on the contacted node
+    Init,
+    /// Add a node as a learner; it catches up from the log or a snapshot
+    AddLearner {
+        /// Raft id of the new node
+        node_id: u64,
+        /// Address the other nodes reach it at (e.g. http://10.0.0.12:7400)
+        addr: String,
+    },
+    /// Make learners voters
+    Promote {
+        /// Raft ids of the learners to promote
+        #[arg(required = true)]
+        node_ids: Vec<u64>,
+    },
+    /// Remove a node from the voters and learners
+    Remove {
+        /// Raft id of the node to remove
+        node_id: u64,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    fn parse(args: &[&str]) -> Cli {
+        match Cli::try_parse_from(args) {
+            Ok(cli) => cli,
+            Err(e) => panic!("{args:?} should parse: {e}"),
+        }
+    }
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn parses_instance_create_with_everything() {
+        let cli = parse(&[
+            "cloudctl", "-o", "json", "instance", "create", "web-1", "--project", "acme",
+            "--flavor", "m1.small", "--image", "debian-12", "--ssh-key", "ssh-ed25519 AAA",
+            "--country", "FR,DE", "--country", "IT", "--datacenter", "par1", "--request-id",
+            "r-1", "--wait", "--timeout", "60",
+        ]);
+        assert_eq!(cli.global.output, OutputFormat::Json);
+        let Command::Instance(InstanceCmd::Create(c)) = cli.command else {
+            panic!("wrong command");
+        };
+        assert_eq!(c.name, "web-1");
+        assert_eq!(c.project, "acme");
+        assert_eq!(c.constraints.country, ["FR", "DE", "IT"]);
+        assert_eq!(c.constraints.datacenter, ["par1"]);
+        assert_eq!(c.ssh_keys, ["ssh-ed25519 AAA"]);
+        assert_eq!(c.request_id.as_deref(), Some("r-1"));
+        assert!(c.wait.wait);
+        assert_eq!(c.wait.timeout, 60);
+    }
+
+    #[test]
+    fn global_flags_work_after_the_subcommand() {
+        let cli = parse(&[
+            "cloudctl", "instance", "list", "--stale", "--endpoint", "http://x:1", "-o", "yaml",
+        ]);
+        assert!(cli.global.stale);
+        assert_eq!(cli.global.endpoint.as_deref(), Some("http://x:1"));
+        assert_eq!(cli.global.output, OutputFormat::Yaml);
+    }
+
+    #[test]
+    fn user_data_sources_conflict() {
+        let err = Cli::try_parse_from([
+            "cloudctl", "instance", "create", "a", "--project", "p", "--flavor", "f", "--image",
+            "i", "--user-data", "x", "--user-data-file", "/tmp/x",
+        ])
+        .err();
+        assert_eq!(err.map(|e| e.kind()), Some(clap::error::ErrorKind::ArgumentConflict));
+    }
+
+    #[test]
+    fn timeout_requires_wait() {
+        let err = Cli::try_parse_from(["cloudctl", "instance", "stop", "web-1", "--timeout", "5"])
+            .err();
+        assert_eq!(
+            err.map(|e| e.kind()),
+            Some(clap::error::ErrorKind::MissingRequiredArgument)
+        );
+    }
+
+    #[test]
+    fn explain_needs_flavor_or_volume_size() {
+        assert!(Cli::try_parse_from(["cloudctl", "placement", "explain", "--project", "p"]).is_err());
+        assert!(Cli::try_parse_from([
+            "cloudctl", "placement", "explain", "--project", "p", "--flavor", "f", "--volume-gib",
+            "3",
+        ])
+        .is_err());
+        let cli = parse(&["cloudctl", "placement", "explain", "-p", "p", "--volume-gib", "3"]);
+        let Command::Placement(PlacementCmd::Explain(e)) = cli.command else {
+            panic!("wrong command");
+        };
+        assert_eq!(e.volume_gib, Some(3));
+    }
+
+    #[test]
+    fn parses_project_quota_and_immunity() {
+        let cli = parse(&[
+            "cloudctl", "project", "update", "acme", "--quota-instances", "10",
+            "--quota-vcpus", "unlimited", "--operator-immunity=false", "--clear-allow-country",
+        ]);
+        let Command::Project(ProjectCmd::Update(u)) = cli.command else {
+            panic!("wrong command");
+        };
+        assert_eq!(u.quota.quota_instances, Some(QuotaLimit::Limited(10)));
+        assert_eq!(u.quota.quota_vcpus, Some(QuotaLimit::Unlimited));
+        assert_eq!(u.policy.operator_immunity, Some(false));
+        assert!(u.clear_allow_country);
+
+        let cli = parse(&["cloudctl", "project", "create", "acme", "--operator-immunity"]);
+        let Command::Project(ProjectCmd::Create(c)) = cli.command else {
+            panic!("wrong command");
+        };
+        assert_eq!(c.policy.operator_immunity, Some(true));
+        assert!(Cli::try_parse_from(["cloudctl", "project", "create", "a", "--quota-vcpus", "-1"])
+            .is_err());
+    }
+
+    #[test]
+    fn parses_cluster_and_host_commands() {
+        let cli = parse(&["cloudctl", "cluster", "promote", "2", "3"]);
+        assert!(matches!(
+            cli.command,
+            Command::Cluster(ClusterCmd::Promote { ref node_ids }) if node_ids == &[2, 3]
+        ));
+        assert!(Cli::try_parse_from(["cloudctl", "cluster", "promote"]).is_err());
+        let cli = parse(&["cloudctl", "host", "set-state", "h1", "draining"]);
+        assert!(matches!(
+            cli.command,
+            Command::Host(HostCmd::SetState { state: HostStateArg::Draining, .. })
+        ));
+        let cli = parse(&["cloudctl", "server-group", "create", "g", "-p", "acme", "--policy", "anti-affinity", "--hard"]);
+        assert!(matches!(
+            cli.command,
+            Command::ServerGroup(ServerGroupCmd::Create { policy: GroupPolicyArg::AntiAffinity, hard: true, .. })
+        ));
+    }
+
+    #[test]
+    fn unknown_subcommand_is_a_usage_error() {
+        let err = Cli::try_parse_from(["cloudctl", "instance", "explode"]).err();
+        assert_eq!(err.map(|e| e.exit_code()), Some(2));
+    }
+}

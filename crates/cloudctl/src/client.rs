@@ -1,0 +1,539 @@
+//! Connection settings (flags, environment, profile file), the authenticated gRPC channel and
+//! the per-call timeout and retry policy.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use andromede_api::v1::cluster_service_client::ClusterServiceClient;
+use andromede_api::v1::compute_service_client::ComputeServiceClient;
+use andromede_api::v1::event_service_client::EventServiceClient;
+use andromede_api::v1::identity_service_client::IdentityServiceClient;
+use andromede_api::v1::infrastructure_service_client::InfrastructureServiceClient;
+use andromede_api::v1::placement_service_client::PlacementServiceClient;
+use andromede_api::v1::volume_service_client::VolumeServiceClient;
+use andromede_api::v1::ReadOptions;
+use anyhow::{bail, Context, Result};
+use serde::Deserialize;
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::interceptor::InterceptedService;
+use tonic::service::Interceptor;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Status};
+
+use crate::cli::GlobalArgs;
+use crate::output::OutputFormat;
+
+pub const DEFAULT_ENDPOINT: &str = "http://127.0.0.1:7400";
+const DEFAULT_PROFILE: &str = "default";
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Creates are retried this many times after the first attempt.
+const CREATE_RETRIES: u32 = 3;
+
+/// The `ANDROMEDE_*` variables (and `HOME`), captured once so resolution stays a pure function.
+#[derive(Default, Clone)]
+pub struct EnvVars {
+    pub endpoint: Option<String>,
+    pub token: Option<String>,
+    pub profile: Option<String>,
+    pub config: Option<PathBuf>,
+    pub home: Option<PathBuf>,
+}
+
+impl EnvVars {
+    pub fn from_process() -> Self {
+        // An exported but empty variable is treated as unset, as shells make that easy to do by accident.
+        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        EnvVars {
+            endpoint: var("ANDROMEDE_ENDPOINT"),
+            token: var("ANDROMEDE_TOKEN"),
+            profile: var("ANDROMEDE_PROFILE"),
+            config: var("ANDROMEDE_CONFIG").map(PathBuf::from),
+            home: var("HOME").map(PathBuf::from),
+        }
+    }
+
+    /// Where the profile file is looked for.
+    pub fn config_path(&self) -> Option<PathBuf> {
+        self.config.clone().or_else(|| {
+            self.home
+                .as_ref()
+                .map(|h| h.join(".config").join("andromede").join("config.toml"))
+        })
+    }
+}
+
+/// The profile file: `[profiles.NAME]` tables.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    #[serde(default)]
+    pub profiles: BTreeMap<String, Profile>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Profile {
+    pub endpoint: Option<String>,
+    pub token: Option<String>,
+}
+
+impl fmt::Debug for Profile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Profile")
+            .field("endpoint", &self.endpoint)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+impl ConfigFile {
+    pub fn parse(text: &str) -> Result<Self> {
+        Ok(toml::from_str(text)?)
+    }
+
+    /// Reads the file; a missing file is an empty configuration.
+    pub fn load(path: &Path) -> Result<Option<Self>> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => Self::parse(&text)
+                .with_context(|| format!("invalid profile file {}", path.display()))
+                .map(Some),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e).with_context(|| format!("cannot read profile file {}", path.display())),
+        }
+    }
+}
+
+/// Where cloudctl connects and with which credentials.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Settings {
+    pub endpoint: String,
+    pub token: Option<String>,
+    /// The profile that contributed, if any.
+    pub profile: Option<String>,
+}
+
+impl fmt::Debug for Settings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Settings")
+            .field("endpoint", &self.endpoint)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("profile", &self.profile)
+            .finish()
+    }
+}
+
+/// Combines the sources: flags, then environment, then the profile, then the defaults.
+///
+/// `config` is `None` when there is no profile file; naming a profile then is an error, while
+/// the implicit `default` profile is simply skipped.
+pub fn resolve(
+    flag_endpoint: Option<&str>,
+    flag_token: Option<&str>,
+    flag_profile: Option<&str>,
+    env: &EnvVars,
+    config: Option<&ConfigFile>,
+    config_path: Option<&Path>,
+) -> Result<Settings> {
+    let explicit_profile = flag_profile
+        .filter(|p| !p.is_empty())
+        .map(str::to_owned)
+        .or_else(|| env.profile.clone());
+    let shown_path = config_path
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| "(no HOME, set ANDROMEDE_CONFIG)".to_owned());
+
+    let (profile_name, profile) = match explicit_profile {
+        Some(name) => {
+            let Some(config) = config else {
+                bail!("profile `{name}` requested but the profile file {shown_path} does not exist");
+            };
+            let Some(profile) = config.profiles.get(&name) else {
+                let known: Vec<&str> = config.profiles.keys().map(String::as_str).collect();
+                bail!(
+                    "no profile `{name}` in {shown_path} (known: {})",
+                    if known.is_empty() { "none".to_owned() } else { known.join(", ") }
+                );
+            };
+            (Some(name), Some(profile))
+        }
+        None => match config.and_then(|c| c.profiles.get(DEFAULT_PROFILE)) {
+            Some(p) => (Some(DEFAULT_PROFILE.to_owned()), Some(p)),
+            None => (None, None),
+        },
+    };
+
+    let non_empty = |v: Option<&str>| v.filter(|s| !s.is_empty()).map(str::to_owned);
+    let endpoint = non_empty(flag_endpoint)
+        .or_else(|| env.endpoint.clone())
+        .or_else(|| profile.and_then(|p| non_empty(p.endpoint.as_deref())))
+        .unwrap_or_else(|| DEFAULT_ENDPOINT.to_owned());
+    let token = non_empty(flag_token)
+        .or_else(|| env.token.clone())
+        .or_else(|| profile.and_then(|p| non_empty(p.token.as_deref())));
+
+    Ok(Settings {
+        endpoint,
+        token,
+        profile: profile_name,
+    })
+}
+
+/// Resolves settings for this process from its flags, environment and profile file.
+pub fn settings_from(global: &GlobalArgs, env: &EnvVars) -> Result<Settings> {
+    let path = env.config_path();
+    let config = match &path {
+        Some(p) => ConfigFile::load(p)?,
+        None => None,
+    };
+    resolve(
+        global.endpoint.as_deref(),
+        global.token.as_deref(),
+        global.profile.as_deref(),
+        env,
+        config.as_ref(),
+        path.as_deref(),
+    )
+}
+
+/// Adds `authorization: Bearer …` to every call.
+#[derive(Clone)]
+pub struct BearerAuth {
+    value: Option<MetadataValue<Ascii>>,
+}
+
+impl BearerAuth {
+    pub fn new(token: Option<&str>) -> Result<Self> {
+        let value = match token {
+            None => None,
+            Some(t) => {
+                // The parse error would quote the value, so it is replaced by a message that does not.
+                let mut v = MetadataValue::try_from(format!("Bearer {t}")).map_err(|_| {
+                    anyhow::anyhow!("the token contains characters not allowed in a gRPC header")
+                })?;
+                v.set_sensitive(true);
+                Some(v)
+            }
+        };
+        Ok(BearerAuth { value })
+    }
+}
+
+impl Interceptor for BearerAuth {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, Status> {
+        if let Some(v) = &self.value {
+            request.metadata_mut().insert("authorization", v.clone());
+        }
+        Ok(request)
+    }
+}
+
+pub type Svc = InterceptedService<Channel, BearerAuth>;
+
+/// The connection could not be set up; the message names the endpoint and how to change it.
+#[derive(Debug)]
+pub struct ConnectError {
+    pub endpoint: String,
+    pub source: String,
+}
+
+impl fmt::Display for ConnectError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "cannot reach the Andromède API at {}: {}\n\
+             hint: is a node running there? Set the address with --endpoint, the ANDROMEDE_ENDPOINT \
+             variable or a profile (default {DEFAULT_ENDPOINT})",
+            self.endpoint, self.source
+        )
+    }
+}
+
+impl std::error::Error for ConnectError {}
+
+/// Everything a command needs: authenticated clients, output format and read options.
+pub struct Ctx {
+    channel: Channel,
+    auth: BearerAuth,
+    pub output: OutputFormat,
+    pub stale: bool,
+    pub request_timeout: Duration,
+}
+
+impl Ctx {
+    pub async fn connect(settings: &Settings, global: &GlobalArgs) -> Result<Self> {
+        let auth = BearerAuth::new(settings.token.as_deref())?;
+        let endpoint = Endpoint::from_shared(settings.endpoint.clone())
+            .map_err(|e| ConnectError {
+                endpoint: settings.endpoint.clone(),
+                source: format!("not a valid URL ({e})"),
+            })?
+            .connect_timeout(CONNECT_TIMEOUT)
+            .tcp_keepalive(Some(Duration::from_secs(30)));
+        let channel = endpoint.connect().await.map_err(|e| ConnectError {
+            endpoint: settings.endpoint.clone(),
+            source: error_chain(&e),
+        })?;
+        Ok(Ctx {
+            channel,
+            auth,
+            output: global.output,
+            stale: global.stale,
+            request_timeout: Duration::from_secs(global.request_timeout.max(1)),
+        })
+    }
+
+    fn svc(&self) -> Svc {
+        InterceptedService::new(self.channel.clone(), self.auth.clone())
+    }
+
+    pub fn infra(&self) -> InfrastructureServiceClient<Svc> {
+        InfrastructureServiceClient::new(self.svc())
+    }
+    pub fn identity(&self) -> IdentityServiceClient<Svc> {
+        IdentityServiceClient::new(self.svc())
+    }
+    pub fn compute(&self) -> ComputeServiceClient<Svc> {
+        ComputeServiceClient::new(self.svc())
+    }
+    pub fn volumes(&self) -> VolumeServiceClient<Svc> {
+        VolumeServiceClient::new(self.svc())
+    }
+    pub fn placement(&self) -> PlacementServiceClient<Svc> {
+        PlacementServiceClient::new(self.svc())
+    }
+    pub fn events(&self) -> EventServiceClient<Svc> {
+        EventServiceClient::new(self.svc())
+    }
+    pub fn cluster(&self) -> ClusterServiceClient<Svc> {
+        ClusterServiceClient::new(self.svc())
+    }
+
+    /// Read options for user-facing reads (honours `--stale`).
+    pub fn read(&self) -> Option<ReadOptions> {
+        Some(ReadOptions { stale: self.stale })
+    }
+
+    /// Runs one unary call, turning a call that outlives `--request-timeout` into DEADLINE_EXCEEDED.
+    pub async fn call<T, F>(&self, fut: F) -> Result<T, Status>
+    where
+        F: Future<Output = Result<tonic::Response<T>, Status>>,
+    {
+        with_deadline(self.request_timeout, fut).await
+    }
+
+    /// Runs a create, retrying transient failures. `attempt` must send the same request id every
+    /// time, so that the server answers a retry of an already applied create with its first result.
+    pub async fn create_with_retry<T, F, Fut>(&self, what: &str, mut attempt: F) -> Result<T, Status>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, Status>>,
+    {
+        let mut retries = 0;
+        loop {
+            match self.call(attempt()).await {
+                Err(status) if is_transient(&status) && retries < CREATE_RETRIES => {
+                    retries += 1;
+                    let pause = Duration::from_millis(500 * (1 << (retries - 1)));
+                    eprintln!(
+                        "warning: creating {what}: {}: {}; retrying with the same request id \
+                         ({retries}/{CREATE_RETRIES})",
+                        crate::errors::code_words(status.code()),
+                        status.message()
+                    );
+                    tokio::time::sleep(pause).await;
+                }
+                other => return other,
+            }
+        }
+    }
+}
+
+pub async fn with_deadline<T, F>(limit: Duration, fut: F) -> Result<T, Status>
+where
+    F: Future<Output = Result<tonic::Response<T>, Status>>,
+{
+    match tokio::time::timeout(limit, fut).await {
+        Ok(r) => r.map(tonic::Response::into_inner),
+        Err(_) => Err(Status::deadline_exceeded(format!(
+            "no answer within {}s (see --request-timeout)",
+            limit.as_secs()
+        ))),
+    }
+}
+
+/// Whether retrying the very same request may succeed.
+pub fn is_transient(status: &Status) -> bool {
+    matches!(status.code(), Code::Unavailable | Code::DeadlineExceeded)
+}
+
+/// A new idempotency key unless the user gave one.
+pub fn request_id(given: Option<String>) -> String {
+    given.unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
+}
+
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts = vec![e.to_string()];
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        let text = s.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        cur = s.source();
+    }
+    parts.join(": ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FILE: &str = r#"
+        [profiles.default]
+        endpoint = "http://default:7400"
+        token = "default-token"
+
+        [profiles.prod]
+        endpoint = "http://prod:7400"
+        token = "prod-token"
+
+        [profiles.partial]
+        endpoint = "http://partial:7400"
+    "#;
+
+    fn config() -> ConfigFile {
+        match ConfigFile::parse(FILE) {
+            Ok(c) => c,
+            Err(e) => panic!("test config should parse: {e}"),
+        }
+    }
+
+    fn ok(r: Result<Settings>) -> Settings {
+        match r {
+            Ok(s) => s,
+            Err(e) => panic!("should resolve: {e:#}"),
+        }
+    }
+
+    #[test]
+    fn defaults_without_anything() {
+        let s = ok(resolve(None, None, None, &EnvVars::default(), None, None));
+        assert_eq!(s.endpoint, DEFAULT_ENDPOINT);
+        assert_eq!(s.token, None);
+        assert_eq!(s.profile, None);
+    }
+
+    #[test]
+    fn default_profile_is_used_when_present() {
+        let c = config();
+        let s = ok(resolve(None, None, None, &EnvVars::default(), Some(&c), None));
+        assert_eq!(s.endpoint, "http://default:7400");
+        assert_eq!(s.token.as_deref(), Some("default-token"));
+        assert_eq!(s.profile.as_deref(), Some("default"));
+    }
+
+    #[test]
+    fn env_beats_profile_and_flags_beat_env() {
+        let c = config();
+        let env = EnvVars {
+            endpoint: Some("http://env:7400".into()),
+            token: Some("env-token".into()),
+            profile: Some("prod".into()),
+            ..EnvVars::default()
+        };
+        let s = ok(resolve(None, None, None, &env, Some(&c), None));
+        assert_eq!(s.endpoint, "http://env:7400");
+        assert_eq!(s.token.as_deref(), Some("env-token"));
+        assert_eq!(s.profile.as_deref(), Some("prod"));
+
+        let s = ok(resolve(Some("http://flag:7400"), Some("flag-token"), None, &env, Some(&c), None));
+        assert_eq!(s.endpoint, "http://flag:7400");
+        assert_eq!(s.token.as_deref(), Some("flag-token"));
+    }
+
+    #[test]
+    fn profile_flag_beats_profile_env_and_fills_gaps() {
+        let c = config();
+        let env = EnvVars {
+            profile: Some("prod".into()),
+            ..EnvVars::default()
+        };
+        let s = ok(resolve(None, None, Some("partial"), &env, Some(&c), None));
+        assert_eq!(s.profile.as_deref(), Some("partial"));
+        assert_eq!(s.endpoint, "http://partial:7400");
+        // The selected profile has no token, and other profiles never leak into it.
+        assert_eq!(s.token, None);
+
+        let s = ok(resolve(None, Some("flag-token"), None, &env, Some(&c), None));
+        assert_eq!(s.endpoint, "http://prod:7400");
+        assert_eq!(s.token.as_deref(), Some("flag-token"));
+    }
+
+    #[test]
+    fn unknown_or_missing_profile_is_an_error() {
+        let c = config();
+        let err = resolve(None, None, Some("nope"), &EnvVars::default(), Some(&c), None)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.contains("no profile `nope`"), "{err}");
+        assert!(err.contains("prod"), "{err}");
+        assert!(resolve(None, None, Some("prod"), &EnvVars::default(), None, None).is_err());
+    }
+
+    #[test]
+    fn empty_flags_count_as_unset() {
+        let c = config();
+        let s = ok(resolve(Some(""), Some(""), None, &EnvVars::default(), Some(&c), None));
+        assert_eq!(s.endpoint, "http://default:7400");
+        assert_eq!(s.token.as_deref(), Some("default-token"));
+    }
+
+    #[test]
+    fn config_path_prefers_the_variable() {
+        let env = EnvVars {
+            home: Some("/home/u".into()),
+            ..EnvVars::default()
+        };
+        assert_eq!(
+            env.config_path(),
+            Some(PathBuf::from("/home/u/.config/andromede/config.toml"))
+        );
+        let env = EnvVars {
+            config: Some("/etc/andromede.toml".into()),
+            ..env
+        };
+        assert_eq!(env.config_path(), Some(PathBuf::from("/etc/andromede.toml")));
+    }
+
+    #[test]
+    fn debug_output_never_shows_the_token() {
+        let s = ok(resolve(None, Some("s3cret"), None, &EnvVars::default(), None, None));
+        assert!(!format!("{s:?}").contains("s3cret"));
+        let c = config();
+        assert!(!format!("{c:?}").contains("prod-token"));
+    }
+
+    #[test]
+    fn rejects_unknown_keys_in_the_profile_file() {
+        assert!(ConfigFile::parse("[profiles.x]\nendpoint = \"a\"\ntokn = \"b\"\n").is_err());
+    }
+
+    #[test]
+    fn interceptor_adds_the_bearer_header() {
+        let mut auth = match BearerAuth::new(Some("abc")) {
+            Ok(a) => a,
+            Err(e) => panic!("{e}"),
+        };
+        let req = match auth.call(tonic::Request::new(())) {
+            Ok(r) => r,
+            Err(e) => panic!("{e}"),
+        };
+        let value = req.metadata().get("authorization").map(|v| v.to_str().ok());
+        assert_eq!(value, Some(Some("Bearer abc")));
+        assert!(BearerAuth::new(Some("bad\ntoken")).is_err());
+    }
+}

@@ -1,0 +1,903 @@
+//! The deterministic state of a region and the one function that applies commands to it.
+//!
+//! Apply never reads a clock or a random source: the proposer stamps time into the envelope and
+//! picks ids, so every replica reaches the same state from the same log.
+
+use crate::command::{
+    CmdError, CmdErrorCode as Code, Command, Envelope, InstanceAction, Reply, Response, VolumeOp,
+    PROTOCOL_VERSION,
+};
+use crate::resource::{Kind, Resource};
+use andromede_api::v1::{
+    Datacenter, Event, EventType, Flavor, GroupPolicy, Host, Image, Instance,
+    InstanceState as IS, Project, Resources, ServerGroup, Usage, Volume, VolumeState as VS,
+};
+use andromede_model::{capacity, jurisdiction, lifecycle, policy, quota};
+use andromede_placement::{GroupRule, Request, Snapshot, Strategy};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+
+/// Events kept in memory for watchers; older revisions are answered from SQLite.
+pub const EVENT_RING: usize = 20_000;
+
+/// Everything the region knows. Cloned cheaply enough for snapshots of the scheduler's view.
+#[derive(Debug, Default, Clone)]
+pub struct State {
+    pub datacenters: BTreeMap<String, Datacenter>,
+    pub hosts: BTreeMap<String, Host>,
+    pub flavors: BTreeMap<String, Flavor>,
+    pub images: BTreeMap<String, Image>,
+    pub projects: BTreeMap<String, Project>,
+    pub instances: BTreeMap<String, Instance>,
+    pub volumes: BTreeMap<String, Volume>,
+    pub groups: BTreeMap<String, ServerGroup>,
+    /// `kind/project/name` → id, for unique names and lookups by name.
+    pub names: HashMap<String, String>,
+    /// `project/request_id` → `kind:id`, so retried creates return the first result.
+    pub request_ids: HashMap<String, String>,
+    /// Revision of the last event.
+    pub revision: u64,
+    pub events: VecDeque<Event>,
+    /// What the last apply changed, drained by the persistence layer.
+    pub dirty: BTreeSet<(Kind, String)>,
+    pub new_request_ids: Vec<(String, String)>,
+    pub new_events: Vec<Event>,
+}
+
+/// One changed row, serialized for its table; `None` in [`Changes::rows`] means deleted.
+#[derive(Debug, Clone)]
+pub struct Row {
+    pub project_id: String,
+    pub name: String,
+    pub generation: u64,
+    pub body: String,
+}
+
+/// What a batch of applies changed, taken under the state lock and written without it.
+#[derive(Debug, Default)]
+pub struct Changes {
+    pub rows: Vec<(Kind, String, Option<Row>)>,
+    pub request_ids: Vec<(String, String)>,
+    pub events: Vec<Event>,
+    pub revision: u64,
+}
+
+fn row_of<T: Resource>(t: &BTreeMap<String, T>, id: &str) -> Option<Row> {
+    t.get(id).map(|r| {
+        let m = r.meta();
+        Row {
+            project_id: m.project_id.clone(),
+            name: m.name.clone(),
+            generation: m.generation,
+            body: serde_json::to_string(r).unwrap_or_default(),
+        }
+    })
+}
+
+pub fn name_key(kind: Kind, project: &str, name: &str) -> String {
+    format!("{}/{}/{}", kind.name(), project, name)
+}
+
+fn err(code: Code, msg: impl Into<String>) -> CmdError {
+    CmdError::new(code, msg)
+}
+
+/// The map of one kind, chosen by type.
+pub trait Table<T: Resource> {
+    fn table(&self) -> &BTreeMap<String, T>;
+    fn table_mut(&mut self) -> &mut BTreeMap<String, T>;
+}
+
+macro_rules! table {
+    ($t:ty, $f:ident) => {
+        impl Table<$t> for State {
+            fn table(&self) -> &BTreeMap<String, $t> {
+                &self.$f
+            }
+            fn table_mut(&mut self) -> &mut BTreeMap<String, $t> {
+                &mut self.$f
+            }
+        }
+    };
+}
+table!(Datacenter, datacenters);
+table!(Host, hosts);
+table!(Flavor, flavors);
+table!(Image, images);
+table!(Project, projects);
+table!(Instance, instances);
+table!(Volume, volumes);
+table!(ServerGroup, groups);
+
+impl Snapshot for State {
+    fn hosts(&self) -> Box<dyn Iterator<Item = &Host> + '_> {
+        Box::new(self.hosts.values())
+    }
+    fn datacenter(&self, id: &str) -> Option<&Datacenter> {
+        self.datacenters.get(id)
+    }
+    fn reserved(&self, _host_id: &str) -> Resources {
+        Resources::default()
+    }
+}
+
+impl State {
+    /// Finds a resource by id, or by name within `project` (empty for cloud-wide kinds).
+    pub fn find<T: Resource>(&self, project: &str, id_or_name: &str) -> Option<&T>
+    where
+        Self: Table<T>,
+    {
+        let t = <Self as Table<T>>::table(self);
+        if let Some(r) = t.get(id_or_name) {
+            return Some(r);
+        }
+        self.names
+            .get(&name_key(T::KIND, project, id_or_name))
+            .and_then(|id| t.get(id))
+    }
+
+    fn get_mut<T: Resource>(&mut self, id: &str) -> Result<&mut T, CmdError>
+    where
+        Self: Table<T>,
+    {
+        <Self as Table<T>>::table_mut(self)
+            .get_mut(id)
+            .ok_or_else(|| CmdError::not_found(T::KIND.name(), id))
+    }
+
+    fn get<T: Resource>(&self, id: &str) -> Result<&T, CmdError>
+    where
+        Self: Table<T>,
+    {
+        <Self as Table<T>>::table(self)
+            .get(id)
+            .ok_or_else(|| CmdError::not_found(T::KIND.name(), id))
+    }
+
+    /// Inserts a new resource, enforcing a unique id and a unique name in its scope.
+    fn insert<T: Resource>(&mut self, mut r: T, at_ms: i64) -> Result<T, CmdError>
+    where
+        Self: Table<T>,
+    {
+        let m = r.meta_mut();
+        m.generation = 1;
+        m.created_at_ms = at_ms;
+        m.updated_at_ms = at_ms;
+        let (id, project, name) = (m.id.clone(), m.project_id.clone(), m.name.clone());
+        let key = name_key(T::KIND, &project, &name);
+        if self.names.contains_key(&key) {
+            return Err(err(
+                Code::AlreadyExists,
+                format!("a {} named {name:?} already exists", T::KIND.name()),
+            )
+            .field("name"));
+        }
+        if <Self as Table<T>>::table(self).contains_key(&id) {
+            return Err(err(Code::AlreadyExists, format!("id {id} already in use")));
+        }
+        let req = r.meta().request_id.clone();
+        if !req.is_empty() {
+            let k = format!("{project}/{req}");
+            let v = format!("{}:{id}", T::KIND.name());
+            self.request_ids.insert(k.clone(), v.clone());
+            self.new_request_ids.push((k, v));
+        }
+        self.names.insert(key, id.clone());
+        <Self as Table<T>>::table_mut(self).insert(id.clone(), r.clone());
+        self.touched::<T>(&id, EventType::Created, at_ms);
+        Ok(r)
+    }
+
+    /// Bumps the generation of a changed resource and records it for persistence and watchers.
+    fn updated<T: Resource>(&mut self, id: &str, at_ms: i64) -> T
+    where
+        Self: Table<T>,
+    {
+        if let Some(r) = <Self as Table<T>>::table_mut(self).get_mut(id) {
+            let m = r.meta_mut();
+            m.generation += 1;
+            m.updated_at_ms = at_ms;
+        }
+        self.touched::<T>(id, EventType::Updated, at_ms);
+        <Self as Table<T>>::table(self)
+            .get(id)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    fn remove<T: Resource>(&mut self, id: &str, at_ms: i64) -> Option<T>
+    where
+        Self: Table<T>,
+    {
+        let r = <Self as Table<T>>::table_mut(self).remove(id)?;
+        let m = r.meta();
+        self.names
+            .remove(&name_key(T::KIND, &m.project_id, &m.name));
+        self.dirty.insert((T::KIND, id.to_string()));
+        self.push_event(EventType::Deleted, &r, at_ms);
+        Some(r)
+    }
+
+    fn touched<T: Resource>(&mut self, id: &str, ty: EventType, at_ms: i64)
+    where
+        Self: Table<T>,
+    {
+        self.dirty.insert((T::KIND, id.to_string()));
+        if let Some(r) = <Self as Table<T>>::table(self).get(id).cloned() {
+            self.push_event(ty, &r, at_ms);
+        }
+    }
+
+    fn push_event<T: Resource>(&mut self, ty: EventType, r: &T, at_ms: i64) {
+        self.revision += 1;
+        let m = r.meta();
+        let ev = Event {
+            revision: self.revision,
+            r#type: ty as i32,
+            kind: T::KIND.name().into(),
+            id: m.id.clone(),
+            name: m.name.clone(),
+            project_id: m.project_id.clone(),
+            generation: m.generation,
+            resource_json: serde_json::to_string(r).unwrap_or_default(),
+            at_ms,
+        };
+        self.events.push_back(ev.clone());
+        while self.events.len() > EVENT_RING {
+            self.events.pop_front();
+        }
+        self.new_events.push(ev);
+    }
+
+    /// The resource a create with this request id already made, if any.
+    fn replay(&self, project: &str, request_id: &str) -> Option<Reply> {
+        if request_id.is_empty() {
+            return None;
+        }
+        let v = self.request_ids.get(&format!("{project}/{request_id}"))?;
+        let (kind, id) = v.split_once(':')?;
+        let r = match kind {
+            "datacenter" => Reply::Datacenter(self.datacenters.get(id)?.clone()),
+            "host" => Reply::Host(self.hosts.get(id)?.clone()),
+            "flavor" => Reply::Flavor(self.flavors.get(id)?.clone()),
+            "image" => Reply::Image(self.images.get(id)?.clone()),
+            "project" => Reply::Project(self.projects.get(id)?.clone()),
+            "instance" => Reply::Instance(self.instances.get(id)?.clone()),
+            "volume" => Reply::Volume(self.volumes.get(id)?.clone()),
+            "server_group" => Reply::ServerGroup(self.groups.get(id)?.clone()),
+            _ => return None,
+        };
+        Some(r)
+    }
+
+    /// Applies one log entry. Errors are part of the replicated outcome, never a replica fault.
+    pub fn apply(&mut self, env: &Envelope) -> Response {
+        if env.version > PROTOCOL_VERSION {
+            // Refuse loudly: a newer leader wrote a command this build cannot interpret.
+            return Response(Err(err(
+                Code::FailedPrecondition,
+                format!(
+                    "command protocol v{} is newer than this server's v{PROTOCOL_VERSION}",
+                    env.version
+                ),
+            )));
+        }
+        Response(self.apply_cmd(&env.cmd, env.at_ms))
+    }
+
+    fn apply_cmd(&mut self, cmd: &Command, at: i64) -> Result<Reply, CmdError> {
+        match cmd {
+            Command::CreateDatacenter(dc) => {
+                if let Some(r) = self.replay("", &dc.meta().request_id) {
+                    return Ok(r);
+                }
+                let mut dc = dc.clone();
+                dc.jurisdictions = jurisdiction::jurisdictions_of(&dc.country);
+                self.insert(dc, at).map(Reply::Datacenter)
+            }
+            Command::UpdateDatacenter {
+                id,
+                country,
+                operator,
+                certifications,
+                status,
+                expected_generation,
+            } => {
+                let dc: &mut Datacenter = self.get_mut(id)?;
+                check_generation(dc.meta().generation, *expected_generation)?;
+                if let Some(c) = country {
+                    dc.country = c.clone();
+                    dc.jurisdictions = jurisdiction::jurisdictions_of(c);
+                }
+                if let Some(o) = operator {
+                    dc.operator = Some(o.clone());
+                }
+                if let Some(c) = certifications {
+                    dc.certifications = c.clone();
+                }
+                if let Some(s) = status {
+                    dc.status = *s as i32;
+                }
+                Ok(Reply::Datacenter(self.updated(id, at)))
+            }
+            Command::DeleteDatacenter { id } => {
+                if !self.datacenters.contains_key(id) {
+                    return Ok(Reply::Deleted {
+                        id: id.clone(),
+                        existed: false,
+                    });
+                }
+                let n = self.hosts.values().filter(|h| h.datacenter_id == *id).count();
+                if n > 0 {
+                    return Err(err(
+                        Code::FailedPrecondition,
+                        format!("datacenter still has {n} host(s); delete them first"),
+                    ));
+                }
+                self.remove::<Datacenter>(id, at);
+                Ok(Reply::Deleted {
+                    id: id.clone(),
+                    existed: true,
+                })
+            }
+            Command::RegisterHost(h) => {
+                if let Some(r) = self.replay("", &h.meta().request_id) {
+                    return Ok(r);
+                }
+                if !self.datacenters.contains_key(&h.datacenter_id) {
+                    return Err(CmdError::not_found("datacenter", &h.datacenter_id)
+                        .field("datacenter"));
+                }
+                let mut h = h.clone();
+                h.used = Some(Resources::default());
+                self.insert(h, at).map(Reply::Host)
+            }
+            Command::SetHostState { id, state } => {
+                let h: &mut Host = self.get_mut(id)?;
+                if h.state == *state as i32 {
+                    return Ok(Reply::Host(h.clone()));
+                }
+                h.state = *state as i32;
+                Ok(Reply::Host(self.updated(id, at)))
+            }
+            Command::DeleteHost { id } => {
+                if !self.hosts.contains_key(id) {
+                    return Ok(Reply::Deleted {
+                        id: id.clone(),
+                        existed: false,
+                    });
+                }
+                let n = self.instances.values().filter(|i| i.host_id == *id).count()
+                    + self.volumes.values().filter(|v| v.host_id == *id).count();
+                if n > 0 {
+                    return Err(err(
+                        Code::FailedPrecondition,
+                        format!("host still holds {n} instance(s) or volume(s)"),
+                    ));
+                }
+                self.remove::<Host>(id, at);
+                Ok(Reply::Deleted {
+                    id: id.clone(),
+                    existed: true,
+                })
+            }
+            Command::CreateFlavor(f) => {
+                if let Some(r) = self.replay("", &f.meta().request_id) {
+                    return Ok(r);
+                }
+                self.insert(f.clone(), at).map(Reply::Flavor)
+            }
+            Command::DeleteFlavor { id } => Ok(self.delete_plain::<Flavor>(id, at)),
+            Command::CreateImage(i) => {
+                if let Some(r) = self.replay(&i.meta().project_id, &i.meta().request_id) {
+                    return Ok(r);
+                }
+                self.insert(i.clone(), at).map(Reply::Image)
+            }
+            Command::DeleteImage { id } => Ok(self.delete_plain::<Image>(id, at)),
+            Command::CreateProject(p) => {
+                if let Some(r) = self.replay("", &p.meta().request_id) {
+                    return Ok(r);
+                }
+                let mut p = p.clone();
+                p.usage = Some(Usage::default());
+                self.insert(p, at).map(Reply::Project)
+            }
+            Command::UpdateProject {
+                id,
+                policy: new_policy,
+                quota: new_quota,
+                description,
+                expected_generation,
+            } => {
+                let p: &Project = self.get(id)?;
+                check_generation(p.meta().generation, *expected_generation)?;
+                if let Some(pol) = new_policy {
+                    let offenders = self.offenders(id, pol);
+                    if !offenders.is_empty() {
+                        return Err(err(
+                            Code::FailedPrecondition,
+                            format!(
+                                "the new policy ({}) would be violated by: {}",
+                                policy::describe(pol),
+                                offenders.join(", ")
+                            ),
+                        )
+                        .field("policy"));
+                    }
+                }
+                let p: &mut Project = self.get_mut(id)?;
+                if let Some(pol) = new_policy {
+                    p.policy = Some(pol.clone());
+                }
+                if let Some(q) = new_quota {
+                    p.quota = Some(*q);
+                }
+                if let Some(d) = description {
+                    p.description = d.clone();
+                }
+                Ok(Reply::Project(self.updated(id, at)))
+            }
+            Command::DeleteProject { id } => {
+                if !self.projects.contains_key(id) {
+                    return Ok(Reply::Deleted {
+                        id: id.clone(),
+                        existed: false,
+                    });
+                }
+                let n = self.instances.values().filter(|i| i.meta().project_id == *id).count()
+                    + self.volumes.values().filter(|v| v.meta().project_id == *id).count()
+                    + self.groups.values().filter(|g| g.meta().project_id == *id).count();
+                if n > 0 {
+                    return Err(err(
+                        Code::FailedPrecondition,
+                        format!("project still owns {n} resource(s); delete them first"),
+                    ));
+                }
+                self.remove::<Project>(id, at);
+                Ok(Reply::Deleted {
+                    id: id.clone(),
+                    existed: true,
+                })
+            }
+            Command::CreateInstance(inst) => self.create_instance(inst, at),
+            Command::InstanceAction { id, action } => self.instance_action(id, *action, at),
+            Command::ObserveInstances(obs) => {
+                for (id, observed, reason) in obs {
+                    self.observe_instance(id, *observed, reason, at);
+                }
+                Ok(Reply::Done)
+            }
+            Command::CreateServerGroup(g) => {
+                if let Some(r) = self.replay(&g.meta().project_id, &g.meta().request_id) {
+                    return Ok(r);
+                }
+                self.get::<Project>(&g.meta().project_id)?;
+                let mut g = g.clone();
+                g.members.clear();
+                self.insert(g, at).map(Reply::ServerGroup)
+            }
+            Command::DeleteServerGroup { id } => {
+                if let Some(g) = self.groups.get(id) {
+                    if !g.members.is_empty() {
+                        return Err(err(
+                            Code::FailedPrecondition,
+                            format!("server group still has {} member(s)", g.members.len()),
+                        ));
+                    }
+                }
+                Ok(self.delete_plain::<ServerGroup>(id, at))
+            }
+            Command::CreateVolume(v) => self.create_volume(v, at),
+            Command::VolumeOp {
+                id,
+                op,
+                instance_id,
+            } => self.volume_op(id, *op, instance_id, at),
+            Command::ObserveVolumes(obs) => {
+                for (id, observed, reason) in obs {
+                    self.observe_volume(id, *observed, reason, at);
+                }
+                Ok(Reply::Done)
+            }
+        }
+    }
+
+    fn delete_plain<T: Resource>(&mut self, id: &str, at: i64) -> Reply
+    where
+        Self: Table<T>,
+    {
+        let existed = self.remove::<T>(id, at).is_some();
+        Reply::Deleted {
+            id: id.to_string(),
+            existed,
+        }
+    }
+
+    /// Resources of a project that a candidate policy would not allow, as "kind name (reason)".
+    pub fn offenders(&self, project_id: &str, pol: &andromede_api::v1::SovereigntyPolicy) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut check = |kind: &str, name: &str, dc_id: &str| {
+            if let Some(dc) = self.datacenters.get(dc_id) {
+                if let Err(d) = policy::check(pol, dc) {
+                    out.push(format!("{kind} {name} ({d})"));
+                }
+            }
+        };
+        for i in self.instances.values().filter(|i| i.meta().project_id == project_id) {
+            check("instance", &i.meta().name, &i.datacenter_id);
+        }
+        for v in self.volumes.values().filter(|v| v.meta().project_id == project_id) {
+            check("volume", &v.meta().name, &v.datacenter_id);
+        }
+        out
+    }
+
+    /// The group rule a new member of `group_id` must respect.
+    pub fn group_rule(&self, group_id: &str) -> Option<GroupRule> {
+        let g = self.groups.get(group_id)?;
+        Some(GroupRule {
+            policy: GroupPolicy::try_from(g.policy).unwrap_or(GroupPolicy::AntiAffinity),
+            hard: g.hard,
+            member_hosts: g
+                .members
+                .iter()
+                .filter_map(|m| self.instances.get(m))
+                .map(|i| i.host_id.clone())
+                .collect(),
+        })
+    }
+
+    fn create_instance(&mut self, inst: &Instance, at: i64) -> Result<Reply, CmdError> {
+        let m = inst.meta();
+        if let Some(r) = self.replay(&m.project_id, &m.request_id) {
+            return Ok(r);
+        }
+        let project: &Project = self.get(&m.project_id)?;
+        let res = inst.resources.unwrap_or_default();
+        let delta = Usage {
+            instances: 1,
+            vcpus: res.vcpus,
+            memory_mib: res.memory_mib,
+            ..Default::default()
+        };
+        quota::check(project.quota.as_ref(), &project.usage.unwrap_or_default(), &delta)
+            .map_err(|q| err(Code::ResourceExhausted, q))?;
+        let pol = project.policy.clone().unwrap_or_default();
+        if self
+            .names
+            .contains_key(&name_key(Kind::Instance, &m.project_id, &m.name))
+        {
+            return Err(err(
+                Code::AlreadyExists,
+                format!("an instance named {:?} already exists", m.name),
+            )
+            .field("name"));
+        }
+        let group = if inst.server_group_id.is_empty() {
+            None
+        } else {
+            self.get::<ServerGroup>(&inst.server_group_id)?;
+            self.group_rule(&inst.server_group_id)
+        };
+        let host: &Host = self.get(&inst.host_id)?;
+        let constraints = inst.constraints.clone().unwrap_or_default();
+        let req = Request {
+            policy: &pol,
+            constraints: &constraints,
+            resources: res,
+            group,
+            pin_host: None,
+            strategy: Strategy::Spread,
+        };
+        andromede_placement::verify(self, &req, host)
+            .map_err(|why| err(Code::Aborted, format!("placement no longer valid: {why}")))?;
+        let mut inst = inst.clone();
+        inst.datacenter_id = host.datacenter_id.clone();
+        inst.country = self
+            .datacenters
+            .get(&host.datacenter_id)
+            .map(|d| d.country.clone())
+            .unwrap_or_default();
+        inst.state = IS::Scheduled as i32;
+        let host_id = inst.host_id.clone();
+        let project_id = m.project_id.clone();
+        let group_id = inst.server_group_id.clone();
+        let inst = self.insert(inst, at)?;
+        self.charge_host(&host_id, &res, true, at);
+        self.charge_project(&project_id, &delta, true, at);
+        if !group_id.is_empty() {
+            if let Ok(g) = self.get_mut::<ServerGroup>(&group_id) {
+                g.members.push(inst.meta().id.clone());
+                self.updated::<ServerGroup>(&group_id, at);
+            }
+        }
+        Ok(Reply::Instance(inst))
+    }
+
+    fn charge_host(&mut self, host_id: &str, res: &Resources, add: bool, at: i64) {
+        if let Some(h) = self.hosts.get_mut(host_id) {
+            let used = h.used.unwrap_or_default();
+            h.used = Some(if add {
+                capacity::add(&used, res)
+            } else {
+                capacity::sub(&used, res)
+            });
+            self.updated::<Host>(host_id, at);
+        }
+    }
+
+    fn charge_project(&mut self, project_id: &str, delta: &Usage, add: bool, at: i64) {
+        if let Some(p) = self.projects.get_mut(project_id) {
+            let used = p.usage.unwrap_or_default();
+            p.usage = Some(if add {
+                quota::add(&used, delta)
+            } else {
+                quota::sub(&used, delta)
+            });
+            self.updated::<Project>(project_id, at);
+        }
+    }
+
+    fn instance_action(&mut self, id: &str, action: InstanceAction, at: i64) -> Result<Reply, CmdError> {
+        let inst: &mut Instance = self.get_mut(id)?;
+        let from = IS::try_from(inst.state).unwrap_or(IS::Error);
+        let a = match action {
+            InstanceAction::Start => lifecycle::Action::Start,
+            InstanceAction::Stop => lifecycle::Action::Stop,
+            InstanceAction::Reboot => lifecycle::Action::Reboot,
+            InstanceAction::Delete => lifecycle::Action::Delete,
+        };
+        match lifecycle::request(from, a).map_err(|e| err(Code::FailedPrecondition, e.to_string()))? {
+            lifecycle::Outcome::AlreadySatisfied => Ok(Reply::Instance(inst.clone())),
+            lifecycle::Outcome::Queued(to) => {
+                inst.state = to as i32;
+                inst.state_reason.clear();
+                inst.intent = match action {
+                    InstanceAction::Stop => andromede_api::v1::PowerIntent::Stopped,
+                    InstanceAction::Delete => andromede_api::v1::PowerIntent::Deleted,
+                    _ => andromede_api::v1::PowerIntent::Running,
+                } as i32;
+                if action == InstanceAction::Reboot {
+                    inst.reboot_serial += 1;
+                }
+                Ok(Reply::Instance(self.updated(id, at)))
+            }
+        }
+    }
+
+    fn observe_instance(&mut self, id: &str, observed: IS, reason: &str, at: i64) {
+        let Some(inst) = self.instances.get_mut(id) else {
+            return;
+        };
+        let from = IS::try_from(inst.state).unwrap_or(IS::Error);
+        let Some(to) = lifecycle::observe(from, observed) else {
+            return;
+        };
+        if to == IS::Deleted {
+            self.release_instance(id, at);
+            return;
+        }
+        inst.state = to as i32;
+        inst.state_reason = reason.to_string();
+        self.updated::<Instance>(id, at);
+    }
+
+    /// Frees everything a deleted instance held and forgets it.
+    fn release_instance(&mut self, id: &str, at: i64) {
+        let Some(inst) = self.remove::<Instance>(id, at) else {
+            return;
+        };
+        let res = inst.resources.unwrap_or_default();
+        self.charge_host(&inst.host_id, &res, false, at);
+        let delta = Usage {
+            instances: 1,
+            vcpus: res.vcpus,
+            memory_mib: res.memory_mib,
+            ..Default::default()
+        };
+        self.charge_project(&inst.meta().project_id, &delta, false, at);
+        if let Some(g) = self.groups.get_mut(&inst.server_group_id) {
+            g.members.retain(|m| m != id);
+            self.updated::<ServerGroup>(&inst.server_group_id, at);
+        }
+        let attached: Vec<String> = self
+            .volumes
+            .values()
+            .filter(|v| v.attached_to == id)
+            .map(|v| v.meta().id.clone())
+            .collect();
+        for v in attached {
+            if let Some(vol) = self.volumes.get_mut(&v) {
+                vol.attached_to.clear();
+                vol.state = VS::Available as i32;
+                self.updated::<Volume>(&v, at);
+            }
+        }
+    }
+
+    fn create_volume(&mut self, v: &Volume, at: i64) -> Result<Reply, CmdError> {
+        let m = v.meta();
+        if let Some(r) = self.replay(&m.project_id, &m.request_id) {
+            return Ok(r);
+        }
+        let project: &Project = self.get(&m.project_id)?;
+        let delta = Usage {
+            volumes: 1,
+            volume_gib: v.size_gib,
+            ..Default::default()
+        };
+        quota::check(project.quota.as_ref(), &project.usage.unwrap_or_default(), &delta)
+            .map_err(|q| err(Code::ResourceExhausted, q))?;
+        let pol = project.policy.clone().unwrap_or_default();
+        let host: &Host = self.get(&v.host_id)?;
+        let constraints = v.constraints.clone().unwrap_or_default();
+        let res = Resources {
+            disk_gib: v.size_gib,
+            ..Default::default()
+        };
+        let req = Request {
+            policy: &pol,
+            constraints: &constraints,
+            resources: res,
+            group: None,
+            pin_host: None,
+            strategy: Strategy::Spread,
+        };
+        andromede_placement::verify(self, &req, host)
+            .map_err(|why| err(Code::Aborted, format!("placement no longer valid: {why}")))?;
+        let mut v = v.clone();
+        v.datacenter_id = host.datacenter_id.clone();
+        v.country = self
+            .datacenters
+            .get(&host.datacenter_id)
+            .map(|d| d.country.clone())
+            .unwrap_or_default();
+        v.state = VS::Creating as i32;
+        let (host_id, project_id) = (v.host_id.clone(), m.project_id.clone());
+        let v = self.insert(v, at)?;
+        self.charge_host(&host_id, &res, true, at);
+        self.charge_project(&project_id, &delta, true, at);
+        Ok(Reply::Volume(v))
+    }
+
+    fn volume_op(&mut self, id: &str, op: VolumeOp, instance_id: &str, at: i64) -> Result<Reply, CmdError> {
+        let vol: &Volume = self.get(id)?;
+        let from = VS::try_from(vol.state).unwrap_or(VS::Error);
+        let action = match op {
+            VolumeOp::Attach => lifecycle::VolumeAction::Attach,
+            VolumeOp::Detach => lifecycle::VolumeAction::Detach,
+            VolumeOp::Delete => lifecycle::VolumeAction::Delete,
+        };
+        if op == VolumeOp::Attach && vol.attached_to == instance_id && from == VS::InUse {
+            return Ok(Reply::Volume(vol.clone()));
+        }
+        let outcome = lifecycle::volume_request(from, action)
+            .map_err(|e| err(Code::FailedPrecondition, e.to_string()))?;
+        if op == VolumeOp::Attach {
+            let inst: &Instance = self.get(instance_id).map_err(|e| e.field("instance"))?;
+            if inst.meta().project_id != vol.meta().project_id {
+                return Err(CmdError::not_found("instance", instance_id).field("instance"));
+            }
+            if inst.host_id != vol.host_id {
+                return Err(err(
+                    Code::FailedPrecondition,
+                    format!(
+                        "volume {} lives on host {} and instance {} on host {}: host-local volumes attach only on their own host (create the volume with near_instance)",
+                        vol.meta().name, vol.host_id, inst.meta().name, inst.host_id
+                    ),
+                )
+                .field("instance"));
+            }
+            if matches!(IS::try_from(inst.state), Ok(IS::Deleting | IS::Deleted)) {
+                return Err(err(Code::FailedPrecondition, "instance is being deleted").field("instance"));
+            }
+        }
+        match outcome {
+            lifecycle::VolumeOutcome::AlreadySatisfied => Ok(Reply::Volume(vol.clone())),
+            lifecycle::VolumeOutcome::Queued(to) => {
+                let vol: &mut Volume = self.get_mut(id)?;
+                vol.state = to as i32;
+                vol.state_reason.clear();
+                match op {
+                    VolumeOp::Attach => vol.attached_to = instance_id.to_string(),
+                    VolumeOp::Detach => vol.attached_to.clear(),
+                    VolumeOp::Delete => {}
+                }
+                Ok(Reply::Volume(self.updated(id, at)))
+            }
+        }
+    }
+
+    fn observe_volume(&mut self, id: &str, observed: VS, reason: &str, at: i64) {
+        let Some(vol) = self.volumes.get_mut(id) else {
+            return;
+        };
+        let from = VS::try_from(vol.state).unwrap_or(VS::Error);
+        let to = match (from, observed) {
+            (VS::Deleting, VS::Deleted) => VS::Deleted,
+            (VS::Creating, VS::Available) => VS::Available,
+            (_, VS::Error) if from != VS::Deleting => VS::Error,
+            _ => return,
+        };
+        if to == VS::Deleted {
+            let Some(v) = self.remove::<Volume>(id, at) else {
+                return;
+            };
+            let res = Resources {
+                disk_gib: v.size_gib,
+                ..Default::default()
+            };
+            self.charge_host(&v.host_id, &res, false, at);
+            let delta = Usage {
+                volumes: 1,
+                volume_gib: v.size_gib,
+                ..Default::default()
+            };
+            self.charge_project(&v.meta().project_id, &delta, false, at);
+            return;
+        }
+        vol.state = to as i32;
+        vol.state_reason = reason.to_string();
+        self.updated::<Volume>(id, at);
+    }
+
+    /// Drains what changed since the last call.
+    pub fn take_changes(&mut self) -> Changes {
+        let rows = std::mem::take(&mut self.dirty)
+            .into_iter()
+            .map(|(kind, id)| {
+                let row = match kind {
+                    Kind::Datacenter => row_of(&self.datacenters, &id),
+                    Kind::Host => row_of(&self.hosts, &id),
+                    Kind::Flavor => row_of(&self.flavors, &id),
+                    Kind::Image => row_of(&self.images, &id),
+                    Kind::Project => row_of(&self.projects, &id),
+                    Kind::Instance => row_of(&self.instances, &id),
+                    Kind::Volume => row_of(&self.volumes, &id),
+                    Kind::ServerGroup => row_of(&self.groups, &id),
+                };
+                (kind, id, row)
+            })
+            .collect();
+        Changes {
+            rows,
+            request_ids: std::mem::take(&mut self.new_request_ids),
+            events: std::mem::take(&mut self.new_events),
+            revision: self.revision,
+        }
+    }
+
+    /// Rebuilds the name and request-id indexes after loading tables from disk.
+    pub fn reindex(&mut self) {
+        self.names.clear();
+        fn idx<T: Resource>(names: &mut HashMap<String, String>, t: &BTreeMap<String, T>) {
+            for r in t.values() {
+                let m = r.meta();
+                names.insert(name_key(T::KIND, &m.project_id, &m.name), m.id.clone());
+            }
+        }
+        idx(&mut self.names, &self.datacenters);
+        idx(&mut self.names, &self.hosts);
+        idx(&mut self.names, &self.flavors);
+        idx(&mut self.names, &self.images);
+        idx(&mut self.names, &self.projects);
+        idx(&mut self.names, &self.instances);
+        idx(&mut self.names, &self.volumes);
+        idx(&mut self.names, &self.groups);
+    }
+}
+
+fn check_generation(current: u64, expected: u64) -> Result<(), CmdError> {
+    if expected != 0 && expected != current {
+        return Err(err(
+            Code::Aborted,
+            format!("generation mismatch: expected {expected}, current {current}"),
+        )
+        .field("expected_generation"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+#[path = "state/tests.rs"]
+mod tests;

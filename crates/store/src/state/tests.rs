@@ -1,0 +1,175 @@
+//! Tests of the apply function: placement re-verification, quotas, idempotency, lifecycles.
+
+use super::*;
+use crate::command::CmdErrorCode;
+use andromede_api::v1::{Meta, Operator, Quota, SovereigntyPolicy};
+
+fn meta(id: &str, project: &str, req: &str) -> Option<Meta> {
+    Some(Meta {
+        id: id.into(),
+        name: id.into(),
+        project_id: project.into(),
+        request_id: req.into(),
+        ..Default::default()
+    })
+}
+
+fn run(s: &mut State, cmd: Command) -> Result<Reply, CmdError> {
+    s.apply(&Envelope::new(1, cmd)).0
+}
+
+fn world(quota: Option<Quota>) -> State {
+    let mut s = State::default();
+    run(
+        &mut s,
+        Command::CreateDatacenter(Datacenter {
+            meta: meta("dc1", "", ""),
+            country: "FR".into(),
+            operator: Some(Operator {
+                name: "op".into(),
+                country: "FR".into(),
+                parent_country: "FR".into(),
+                ..Default::default()
+            }),
+            status: 1,
+            ..Default::default()
+        }),
+    )
+    .unwrap();
+    run(
+        &mut s,
+        Command::RegisterHost(Host {
+            meta: meta("h1", "", ""),
+            datacenter_id: "dc1".into(),
+            state: 1,
+            capacity: Some(Resources {
+                vcpus: 2,
+                memory_mib: 4096,
+                disk_gib: 100,
+            }),
+            ratios: Some(andromede_api::v1::AllocationRatios {
+                cpu: 1.0,
+                memory: 1.0,
+                disk: 1.0,
+            }),
+            ..Default::default()
+        }),
+    )
+    .unwrap();
+    run(
+        &mut s,
+        Command::CreateProject(Project {
+            meta: meta("p1", "", ""),
+            policy: Some(SovereigntyPolicy {
+                allowed_countries: vec!["FR".into()],
+                ..Default::default()
+            }),
+            quota,
+            ..Default::default()
+        }),
+    )
+    .unwrap();
+    s
+}
+
+fn inst(id: &str, req: &str) -> Command {
+    Command::CreateInstance(Instance {
+        meta: meta(id, "p1", req),
+        host_id: "h1".into(),
+        resources: Some(Resources {
+            vcpus: 1,
+            memory_mib: 1024,
+            disk_gib: 10,
+        }),
+        ..Default::default()
+    })
+}
+
+#[test]
+fn apply_reverifies_capacity() {
+    let mut s = world(None);
+    assert!(run(&mut s, inst("a", "")).is_ok());
+    assert!(run(&mut s, inst("b", "")).is_ok());
+    let e = run(&mut s, inst("c", "")).unwrap_err();
+    assert_eq!(e.code, CmdErrorCode::Aborted);
+    assert_eq!(s.hosts["h1"].used.unwrap().vcpus, 2);
+    assert_eq!(s.instances.len(), 2);
+}
+
+#[test]
+fn quota_and_request_id() {
+    let mut s = world(Some(Quota {
+        instances: Some(1),
+        ..Default::default()
+    }));
+    let first = run(&mut s, inst("a", "r1")).unwrap();
+    let again = run(&mut s, inst("a2", "r1")).unwrap();
+    match (first, again) {
+        (Reply::Instance(x), Reply::Instance(y)) => assert_eq!(x.meta, y.meta),
+        other => panic!("unexpected {other:?}"),
+    }
+    let e = run(&mut s, inst("b", "r2")).unwrap_err();
+    assert_eq!(e.code, CmdErrorCode::ResourceExhausted);
+    assert_eq!(s.instances.len(), 1);
+    assert_eq!(s.projects["p1"].usage.unwrap().instances, 1);
+}
+
+#[test]
+fn delete_releases_everything() {
+    let mut s = world(None);
+    run(&mut s, inst("a", "")).unwrap();
+    run(
+        &mut s,
+        Command::InstanceAction {
+            id: "a".into(),
+            action: InstanceAction::Delete,
+        },
+    )
+    .unwrap();
+    assert_eq!(s.instances["a"].state, IS::Deleting as i32);
+    run(
+        &mut s,
+        Command::ObserveInstances(vec![("a".into(), IS::Deleted, String::new())]),
+    )
+    .unwrap();
+    assert!(s.instances.is_empty());
+    assert_eq!(s.hosts["h1"].used.unwrap().vcpus, 0);
+    assert_eq!(s.projects["p1"].usage.unwrap().instances, 0);
+    // Tightening the policy is possible again once nothing offends it.
+    let r = run(
+        &mut s,
+        Command::UpdateProject {
+            id: "p1".into(),
+            policy: Some(SovereigntyPolicy {
+                allowed_countries: vec!["DE".into()],
+                ..Default::default()
+            }),
+            quota: None,
+            description: None,
+            expected_generation: 0,
+        },
+    );
+    assert!(r.is_ok());
+}
+
+#[test]
+fn tightening_policy_lists_offenders() {
+    let mut s = world(None);
+    run(&mut s, inst("a", "")).unwrap();
+    let e = run(
+        &mut s,
+        Command::UpdateProject {
+            id: "p1".into(),
+            policy: Some(SovereigntyPolicy {
+                allowed_countries: vec!["DE".into()],
+                ..Default::default()
+            }),
+            quota: None,
+            description: None,
+            expected_generation: 0,
+        },
+    )
+    .unwrap_err();
+    assert_eq!(e.code, CmdErrorCode::FailedPrecondition);
+    assert!(e.message.contains("instance a"), "{}", e.message);
+}
