@@ -38,7 +38,7 @@ Connection settings come from flags, then ANDROMEDE_* variables, then the profil
 /// through the gRPC API of any node of an Andromède cluster, explains placement decisions,
 /// follows the event stream and administers cluster membership.
 #[derive(Parser, Debug)]
-#[command(name = "cloudctl", version, after_help = EXAMPLES, propagate_version = true)]
+#[command(name = "cloudctl", version, after_help = EXAMPLES)]
 pub struct Cli {
     #[command(flatten)]
     pub global: GlobalArgs,
@@ -49,6 +49,7 @@ pub struct Cli {
 
 /// Flags accepted by every subcommand.
 #[derive(Args, Debug, Clone)]
+#[command(next_help_heading = "Global options")]
 pub struct GlobalArgs {
     /// gRPC endpoint of any node of the cluster [env: ANDROMEDE_ENDPOINT] [default: http://127.0.0.1:7400]
     #[arg(long, global = true, value_name = "URL")]
@@ -457,13 +458,28 @@ pub struct ProjectUpdate {
 #[derive(Args, Debug, Default)]
 pub struct PolicyArgs {
     /// Allowed country (repeatable or comma-separated); none means any country
-    #[arg(long, value_name = "CC", value_delimiter = ',', help_heading = "Sovereignty policy")]
+    #[arg(
+        long,
+        value_name = "CC",
+        value_delimiter = ',',
+        help_heading = "Sovereignty policy"
+    )]
     pub allow_country: Vec<String>,
     /// Allowed jurisdiction: EU, EEA or a country code (repeatable or comma-separated)
-    #[arg(long, value_name = "JURISDICTION", value_delimiter = ',', help_heading = "Sovereignty policy")]
+    #[arg(
+        long,
+        value_name = "JURISDICTION",
+        value_delimiter = ',',
+        help_heading = "Sovereignty policy"
+    )]
     pub allow_jurisdiction: Vec<String>,
     /// Certification every datacenter must hold (repeatable or comma-separated)
-    #[arg(long, value_name = "CERT", value_delimiter = ',', help_heading = "Sovereignty policy")]
+    #[arg(
+        long,
+        value_name = "CERT",
+        value_delimiter = ',',
+        help_heading = "Sovereignty policy"
+    )]
     pub require_cert: Vec<String>,
     /// Only datacenters whose operator is immune to non-EU laws (EU operator and parent,
     /// non-EU holders within SecNumCloud thresholds); `--operator-immunity=false` turns it off
@@ -533,7 +549,7 @@ impl FromStr for QuotaLimit {
 #[derive(Subcommand, Debug)]
 pub enum InstanceCmd {
     /// Create (and schedule) an instance
-    Create(InstanceCreate),
+    Create(Box<InstanceCreate>),
     /// Show one instance
     Get(ScopedRef),
     /// List instances
@@ -590,10 +606,20 @@ pub struct InstanceCreate {
 #[derive(Args, Debug, Default, Clone)]
 pub struct ConstraintArgs {
     /// Only place in this country (repeatable or comma-separated)
-    #[arg(long, value_name = "CC", value_delimiter = ',', help_heading = "Placement constraints")]
+    #[arg(
+        long,
+        value_name = "CC",
+        value_delimiter = ',',
+        help_heading = "Placement constraints"
+    )]
     pub country: Vec<String>,
     /// Only place in this datacenter, id or name (repeatable or comma-separated)
-    #[arg(long, value_name = "DC", value_delimiter = ',', help_heading = "Placement constraints")]
+    #[arg(
+        long,
+        value_name = "DC",
+        value_delimiter = ',',
+        help_heading = "Placement constraints"
+    )]
     pub datacenter: Vec<String>,
 }
 
@@ -815,10 +841,31 @@ mod tests {
     #[test]
     fn parses_instance_create_with_everything() {
         let cli = parse(&[
-            "cloudctl", "-o", "json", "instance", "create", "web-1", "--project", "acme",
-            "--flavor", "m1.small", "--image", "debian-12", "--ssh-key", "ssh-ed25519 AAA",
-            "--country", "FR,DE", "--country", "IT", "--datacenter", "par1", "--request-id",
-            "r-1", "--wait", "--timeout", "60",
+            "cloudctl",
+            "-o",
+            "json",
+            "instance",
+            "create",
+            "web-1",
+            "--project",
+            "acme",
+            "--flavor",
+            "m1.small",
+            "--image",
+            "debian-12",
+            "--ssh-key",
+            "ssh-ed25519 AAA",
+            "--country",
+            "FR,DE",
+            "--country",
+            "IT",
+            "--datacenter",
+            "par1",
+            "--request-id",
+            "r-1",
+            "--wait",
+            "--timeout",
+            "60",
         ]);
         assert_eq!(cli.global.output, OutputFormat::Json);
         let Command::Instance(InstanceCmd::Create(c)) = cli.command else {
@@ -837,7 +884,14 @@ mod tests {
     #[test]
     fn global_flags_work_after_the_subcommand() {
         let cli = parse(&[
-            "cloudctl", "instance", "list", "--stale", "--endpoint", "http://x:1", "-o", "yaml",
+            "cloudctl",
+            "instance",
+            "list",
+            "--stale",
+            "--endpoint",
+            "http://x:1",
+            "-o",
+            "yaml",
         ]);
         assert!(cli.global.stale);
         assert_eq!(cli.global.endpoint.as_deref(), Some("http://x:1"));
@@ -847,17 +901,32 @@ mod tests {
     #[test]
     fn user_data_sources_conflict() {
         let err = Cli::try_parse_from([
-            "cloudctl", "instance", "create", "a", "--project", "p", "--flavor", "f", "--image",
-            "i", "--user-data", "x", "--user-data-file", "/tmp/x",
+            "cloudctl",
+            "instance",
+            "create",
+            "a",
+            "--project",
+            "p",
+            "--flavor",
+            "f",
+            "--image",
+            "i",
+            "--user-data",
+            "x",
+            "--user-data-file",
+            "/tmp/x",
         ])
         .err();
-        assert_eq!(err.map(|e| e.kind()), Some(clap::error::ErrorKind::ArgumentConflict));
+        assert_eq!(
+            err.map(|e| e.kind()),
+            Some(clap::error::ErrorKind::ArgumentConflict)
+        );
     }
 
     #[test]
     fn timeout_requires_wait() {
-        let err = Cli::try_parse_from(["cloudctl", "instance", "stop", "web-1", "--timeout", "5"])
-            .err();
+        let err =
+            Cli::try_parse_from(["cloudctl", "instance", "stop", "web-1", "--timeout", "5"]).err();
         assert_eq!(
             err.map(|e| e.kind()),
             Some(clap::error::ErrorKind::MissingRequiredArgument)
@@ -866,13 +935,30 @@ mod tests {
 
     #[test]
     fn explain_needs_flavor_or_volume_size() {
-        assert!(Cli::try_parse_from(["cloudctl", "placement", "explain", "--project", "p"]).is_err());
+        assert!(
+            Cli::try_parse_from(["cloudctl", "placement", "explain", "--project", "p"]).is_err()
+        );
         assert!(Cli::try_parse_from([
-            "cloudctl", "placement", "explain", "--project", "p", "--flavor", "f", "--volume-gib",
+            "cloudctl",
+            "placement",
+            "explain",
+            "--project",
+            "p",
+            "--flavor",
+            "f",
+            "--volume-gib",
             "3",
         ])
         .is_err());
-        let cli = parse(&["cloudctl", "placement", "explain", "-p", "p", "--volume-gib", "3"]);
+        let cli = parse(&[
+            "cloudctl",
+            "placement",
+            "explain",
+            "-p",
+            "p",
+            "--volume-gib",
+            "3",
+        ]);
         let Command::Placement(PlacementCmd::Explain(e)) = cli.command else {
             panic!("wrong command");
         };
@@ -882,8 +968,16 @@ mod tests {
     #[test]
     fn parses_project_quota_and_immunity() {
         let cli = parse(&[
-            "cloudctl", "project", "update", "acme", "--quota-instances", "10",
-            "--quota-vcpus", "unlimited", "--operator-immunity=false", "--clear-allow-country",
+            "cloudctl",
+            "project",
+            "update",
+            "acme",
+            "--quota-instances",
+            "10",
+            "--quota-vcpus",
+            "unlimited",
+            "--operator-immunity=false",
+            "--clear-allow-country",
         ]);
         let Command::Project(ProjectCmd::Update(u)) = cli.command else {
             panic!("wrong command");
@@ -893,13 +987,21 @@ mod tests {
         assert_eq!(u.policy.operator_immunity, Some(false));
         assert!(u.clear_allow_country);
 
-        let cli = parse(&["cloudctl", "project", "create", "acme", "--operator-immunity"]);
+        let cli = parse(&[
+            "cloudctl",
+            "project",
+            "create",
+            "acme",
+            "--operator-immunity",
+        ]);
         let Command::Project(ProjectCmd::Create(c)) = cli.command else {
             panic!("wrong command");
         };
         assert_eq!(c.policy.operator_immunity, Some(true));
-        assert!(Cli::try_parse_from(["cloudctl", "project", "create", "a", "--quota-vcpus", "-1"])
-            .is_err());
+        assert!(
+            Cli::try_parse_from(["cloudctl", "project", "create", "a", "--quota-vcpus", "-1"])
+                .is_err()
+        );
     }
 
     #[test]
@@ -913,12 +1015,29 @@ mod tests {
         let cli = parse(&["cloudctl", "host", "set-state", "h1", "draining"]);
         assert!(matches!(
             cli.command,
-            Command::Host(HostCmd::SetState { state: HostStateArg::Draining, .. })
+            Command::Host(HostCmd::SetState {
+                state: HostStateArg::Draining,
+                ..
+            })
         ));
-        let cli = parse(&["cloudctl", "server-group", "create", "g", "-p", "acme", "--policy", "anti-affinity", "--hard"]);
+        let cli = parse(&[
+            "cloudctl",
+            "server-group",
+            "create",
+            "g",
+            "-p",
+            "acme",
+            "--policy",
+            "anti-affinity",
+            "--hard",
+        ]);
         assert!(matches!(
             cli.command,
-            Command::ServerGroup(ServerGroupCmd::Create { policy: GroupPolicyArg::AntiAffinity, hard: true, .. })
+            Command::ServerGroup(ServerGroupCmd::Create {
+                policy: GroupPolicyArg::AntiAffinity,
+                hard: true,
+                ..
+            })
         ));
     }
 

@@ -101,7 +101,9 @@ impl ConfigFile {
                 .with_context(|| format!("invalid profile file {}", path.display()))
                 .map(Some),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e).with_context(|| format!("cannot read profile file {}", path.display())),
+            Err(e) => {
+                Err(e).with_context(|| format!("cannot read profile file {}", path.display()))
+            }
         }
     }
 }
@@ -148,13 +150,19 @@ pub fn resolve(
     let (profile_name, profile) = match explicit_profile {
         Some(name) => {
             let Some(config) = config else {
-                bail!("profile `{name}` requested but the profile file {shown_path} does not exist");
+                bail!(
+                    "profile `{name}` requested but the profile file {shown_path} does not exist"
+                );
             };
             let Some(profile) = config.profiles.get(&name) else {
                 let known: Vec<&str> = config.profiles.keys().map(String::as_str).collect();
                 bail!(
                     "no profile `{name}` in {shown_path} (known: {})",
-                    if known.is_empty() { "none".to_owned() } else { known.join(", ") }
+                    if known.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        known.join(", ")
+                    }
                 );
             };
             (Some(name), Some(profile))
@@ -326,7 +334,11 @@ impl Ctx {
 
     /// Runs a create, retrying transient failures. `attempt` must send the same request id every
     /// time, so that the server answers a retry of an already applied create with its first result.
-    pub async fn create_with_retry<T, F, Fut>(&self, what: &str, mut attempt: F) -> Result<T, Status>
+    pub async fn create_with_retry<T, F, Fut>(
+        &self,
+        what: &str,
+        mut attempt: F,
+    ) -> Result<T, Status>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, Status>>,
@@ -429,7 +441,14 @@ mod tests {
     #[test]
     fn default_profile_is_used_when_present() {
         let c = config();
-        let s = ok(resolve(None, None, None, &EnvVars::default(), Some(&c), None));
+        let s = ok(resolve(
+            None,
+            None,
+            None,
+            &EnvVars::default(),
+            Some(&c),
+            None,
+        ));
         assert_eq!(s.endpoint, "http://default:7400");
         assert_eq!(s.token.as_deref(), Some("default-token"));
         assert_eq!(s.profile.as_deref(), Some("default"));
@@ -449,7 +468,14 @@ mod tests {
         assert_eq!(s.token.as_deref(), Some("env-token"));
         assert_eq!(s.profile.as_deref(), Some("prod"));
 
-        let s = ok(resolve(Some("http://flag:7400"), Some("flag-token"), None, &env, Some(&c), None));
+        let s = ok(resolve(
+            Some("http://flag:7400"),
+            Some("flag-token"),
+            None,
+            &env,
+            Some(&c),
+            None,
+        ));
         assert_eq!(s.endpoint, "http://flag:7400");
         assert_eq!(s.token.as_deref(), Some("flag-token"));
     }
@@ -467,7 +493,14 @@ mod tests {
         // The selected profile has no token, and other profiles never leak into it.
         assert_eq!(s.token, None);
 
-        let s = ok(resolve(None, Some("flag-token"), None, &env, Some(&c), None));
+        let s = ok(resolve(
+            None,
+            Some("flag-token"),
+            None,
+            &env,
+            Some(&c),
+            None,
+        ));
         assert_eq!(s.endpoint, "http://prod:7400");
         assert_eq!(s.token.as_deref(), Some("flag-token"));
     }
@@ -475,10 +508,17 @@ mod tests {
     #[test]
     fn unknown_or_missing_profile_is_an_error() {
         let c = config();
-        let err = resolve(None, None, Some("nope"), &EnvVars::default(), Some(&c), None)
-            .err()
-            .map(|e| e.to_string())
-            .unwrap_or_default();
+        let err = resolve(
+            None,
+            None,
+            Some("nope"),
+            &EnvVars::default(),
+            Some(&c),
+            None,
+        )
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
         assert!(err.contains("no profile `nope`"), "{err}");
         assert!(err.contains("prod"), "{err}");
         assert!(resolve(None, None, Some("prod"), &EnvVars::default(), None, None).is_err());
@@ -487,7 +527,14 @@ mod tests {
     #[test]
     fn empty_flags_count_as_unset() {
         let c = config();
-        let s = ok(resolve(Some(""), Some(""), None, &EnvVars::default(), Some(&c), None));
+        let s = ok(resolve(
+            Some(""),
+            Some(""),
+            None,
+            &EnvVars::default(),
+            Some(&c),
+            None,
+        ));
         assert_eq!(s.endpoint, "http://default:7400");
         assert_eq!(s.token.as_deref(), Some("default-token"));
     }
@@ -506,12 +553,22 @@ mod tests {
             config: Some("/etc/andromede.toml".into()),
             ..env
         };
-        assert_eq!(env.config_path(), Some(PathBuf::from("/etc/andromede.toml")));
+        assert_eq!(
+            env.config_path(),
+            Some(PathBuf::from("/etc/andromede.toml"))
+        );
     }
 
     #[test]
     fn debug_output_never_shows_the_token() {
-        let s = ok(resolve(None, Some("s3cret"), None, &EnvVars::default(), None, None));
+        let s = ok(resolve(
+            None,
+            Some("s3cret"),
+            None,
+            &EnvVars::default(),
+            None,
+            None,
+        ));
         assert!(!format!("{s:?}").contains("s3cret"));
         let c = config();
         assert!(!format!("{c:?}").contains("prod-token"));

@@ -116,7 +116,10 @@ mod tests {
         details.add_precondition_failure_violation("POLICY", "instance web-1", "runs in US");
         let status = Status::with_error_details(Code::FailedPrecondition, "refused", details);
         let text = format_status(&status, None);
-        assert!(text.starts_with("error: failed precondition: refused"), "{text}");
+        assert!(
+            text.starts_with("error: failed precondition: refused"),
+            "{text}"
+        );
         assert!(text.contains("\n  - project acme: vcpus 18/16"), "{text}");
         assert!(text.contains("\n  - instance web-1: runs in US"), "{text}");
     }
@@ -132,8 +135,13 @@ mod tests {
 
     #[test]
     fn hints_at_the_token_and_endpoint() {
-        assert!(format_status(&Status::unauthenticated("no token"), None).contains("ANDROMEDE_TOKEN"));
+        assert!(
+            format_status(&Status::unauthenticated("no token"), None).contains("ANDROMEDE_TOKEN")
+        );
         let text = format_status(&Status::unavailable("transport error"), Some("http://x:1"));
-        assert!(text.contains("http://x:1") && text.contains("ANDROMEDE_ENDPOINT"), "{text}");
+        assert!(
+            text.contains("http://x:1") && text.contains("ANDROMEDE_ENDPOINT"),
+            "{text}"
+        );
     }
 }

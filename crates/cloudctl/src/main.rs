@@ -20,7 +20,12 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
 
     if let Command::Completions { shell } = cli.command {
-        clap_complete::generate(shell, &mut Cli::command(), "cloudctl", &mut std::io::stdout());
+        clap_complete::generate(
+            shell,
+            &mut Cli::command(),
+            "cloudctl",
+            &mut std::io::stdout(),
+        );
         return ExitCode::SUCCESS;
     }
 

@@ -47,17 +47,27 @@ fn enum_fields(kind: Kind) -> &'static [(&'static str, Namer)] {
         Kind::Datacenter => &[("status", |n| {
             DatacenterStatus::try_from(n).ok().map(|e| e.as_str_name())
         })],
-        Kind::Host => &[("state", |n| HostState::try_from(n).ok().map(|e| e.as_str_name()))],
+        Kind::Host => &[("state", |n| {
+            HostState::try_from(n).ok().map(|e| e.as_str_name())
+        })],
         Kind::Instance => &[
-            ("state", |n| InstanceState::try_from(n).ok().map(|e| e.as_str_name())),
-            ("intent", |n| PowerIntent::try_from(n).ok().map(|e| e.as_str_name())),
+            ("state", |n| {
+                InstanceState::try_from(n).ok().map(|e| e.as_str_name())
+            }),
+            ("intent", |n| {
+                PowerIntent::try_from(n).ok().map(|e| e.as_str_name())
+            }),
         ],
-        Kind::Volume => &[("state", |n| VolumeState::try_from(n).ok().map(|e| e.as_str_name()))],
+        Kind::Volume => &[("state", |n| {
+            VolumeState::try_from(n).ok().map(|e| e.as_str_name())
+        })],
         // A project's `policy` is a message, only a server group's is an enum.
         Kind::ServerGroup => &[("policy", |n| {
             GroupPolicy::try_from(n).ok().map(|e| e.as_str_name())
         })],
-        Kind::Event => &[("type", |n| EventType::try_from(n).ok().map(|e| e.as_str_name()))],
+        Kind::Event => &[("type", |n| {
+            EventType::try_from(n).ok().map(|e| e.as_str_name())
+        })],
         Kind::Flavor | Kind::Image | Kind::Project | Kind::Plain => &[],
     }
 }
@@ -104,7 +114,11 @@ pub fn emit(text: &str) -> Result<()> {
 }
 
 /// A structured value in the machine formats; `table` renders it for people.
-pub fn print_value(format: OutputFormat, value: &Value, table: impl FnOnce() -> String) -> Result<()> {
+pub fn print_value(
+    format: OutputFormat,
+    value: &Value,
+    table: impl FnOnce() -> String,
+) -> Result<()> {
     match format {
         OutputFormat::Table => emit(&table()),
         OutputFormat::Json => emit(&serde_json::to_string_pretty(value)?),
@@ -233,7 +247,10 @@ mod tests {
 
         let mut v = json!({"status": 2, "state": 3});
         name_enums(&mut v, Kind::Datacenter);
-        assert_eq!(v, json!({"status": "DATACENTER_STATUS_MAINTENANCE", "state": 3}));
+        assert_eq!(
+            v,
+            json!({"status": "DATACENTER_STATUS_MAINTENANCE", "state": 3})
+        );
 
         let mut v = json!({"state": 99});
         name_enums(&mut v, Kind::Volume);
@@ -249,7 +266,10 @@ mod tests {
         let t = list_table(&["ID", "NAME"], &[vec!["1".into(), "a".into()]]);
         let lines: Vec<&str> = t.lines().collect();
         assert!(lines[0].starts_with("ID"), "{t}");
-        assert!(lines.iter().any(|l| l.starts_with('1') && l.ends_with('a')), "{t}");
+        assert!(
+            lines.iter().any(|l| l.starts_with('1') && l.ends_with('a')),
+            "{t}"
+        );
         assert_eq!(list_table(&["ID"], &[]), "(none)");
     }
 }

@@ -155,11 +155,8 @@ fn civil_from_days(z: i64) -> (i64, i64, i64) {
     (if m <= 2 { y + 1 } else { y }, m, d)
 }
 
-fn meta_details(meta: Option<&Meta>, names: &Names, fields: &mut Vec<(&'static str, String)>) {
+fn meta_details(meta: Option<&Meta>, fields: &mut Vec<(&'static str, String)>) {
     if let Some(m) = meta {
-        if !m.project_id.is_empty() {
-            fields.push(("project", names.long(&m.project_id)));
-        }
         fields.push(("generation", m.generation.to_string()));
         fields.push(("created", timestamp(m.created_at_ms)));
         fields.push(("updated", timestamp(m.updated_at_ms)));
@@ -169,8 +166,12 @@ fn meta_details(meta: Option<&Meta>, names: &Names, fields: &mut Vec<(&'static s
     }
 }
 
-fn head(meta: Option<&Meta>) -> Vec<(&'static str, String)> {
-    vec![("id", dash(&id_of(meta))), ("name", dash(&name_of(meta)))]
+fn head(meta: Option<&Meta>, names: &Names) -> Vec<(&'static str, String)> {
+    let mut fields = vec![("id", dash(&id_of(meta))), ("name", dash(&name_of(meta)))];
+    if let Some(m) = meta.filter(|m| !m.project_id.is_empty()) {
+        fields.push(("project", names.long(&m.project_id)));
+    }
+    fields
 }
 
 fn constraints(c: Option<&PlacementConstraints>, names: &Names) -> String {
@@ -194,8 +195,15 @@ fn constraints(c: Option<&PlacementConstraints>, names: &Names) -> String {
 
 impl Resource for Datacenter {
     const KIND: Kind = Kind::Datacenter;
-    const HEADERS: &'static [&'static str] =
-        &["ID", "NAME", "COUNTRY", "JURISDICTIONS", "OPERATOR", "CERTIFICATIONS", "STATUS"];
+    const HEADERS: &'static [&'static str] = &[
+        "ID",
+        "NAME",
+        "COUNTRY",
+        "JURISDICTIONS",
+        "OPERATOR",
+        "CERTIFICATIONS",
+        "STATUS",
+    ];
 
     fn row(&self, _names: &Names) -> Vec<String> {
         vec![
@@ -219,7 +227,7 @@ impl Resource for Datacenter {
     }
 
     fn details(&self, names: &Names) -> Vec<(&'static str, String)> {
-        let mut f = head(self.meta.as_ref());
+        let mut f = head(self.meta.as_ref(), names);
         f.push(("country", dash(&self.country)));
         f.push(("jurisdictions", list(&self.jurisdictions)));
         f.push(("status", dc_status(self.status)));
@@ -227,11 +235,14 @@ impl Resource for Datacenter {
             f.push(("operator", dash(&o.name)));
             f.push(("operator country", dash(&o.country)));
             f.push(("parent country", dash(&o.parent_country)));
-            f.push(("largest non-EU holder", format!("{}%", o.largest_non_eu_holder_percent)));
+            f.push((
+                "largest non-EU holder",
+                format!("{}%", o.largest_non_eu_holder_percent),
+            ));
             f.push(("total non-EU share", format!("{}%", o.total_non_eu_percent)));
         }
         f.push(("certifications", list(&self.certifications)));
-        meta_details(self.meta.as_ref(), names, &mut f);
+        meta_details(self.meta.as_ref(), &mut f);
         f
     }
 }
@@ -262,8 +273,8 @@ impl Resource for Host {
     ];
 
     fn row(&self, names: &Names) -> Vec<String> {
-        let cap = self.capacity.clone().unwrap_or_default();
-        let used = self.used.clone().unwrap_or_default();
+        let cap = self.capacity.unwrap_or_default();
+        let used = self.used.unwrap_or_default();
         let (rc, rm, rd) = ratio_triplet(self);
         vec![
             id_of(self.meta.as_ref()),
@@ -278,16 +289,21 @@ impl Resource for Host {
     }
 
     fn details(&self, names: &Names) -> Vec<(&'static str, String)> {
-        let cap = self.capacity.clone().unwrap_or_default();
-        let used = self.used.clone().unwrap_or_default();
+        let cap = self.capacity.unwrap_or_default();
+        let used = self.used.unwrap_or_default();
         let (rc, rm, rd) = ratio_triplet(self);
-        let mut f = head(self.meta.as_ref());
+        let mut f = head(self.meta.as_ref(), names);
         f.push(("datacenter", names.long(&self.datacenter_id)));
         f.push(("state", host_state(self.state)));
         f.push(("simulated", self.simulated.to_string()));
         f.push((
             "vcpus",
-            format!("{} used of {} ({} physical x{rc})", used.vcpus, usage_cap(cap.vcpus, rc), cap.vcpus),
+            format!(
+                "{} used of {} ({} physical x{rc})",
+                used.vcpus,
+                usage_cap(cap.vcpus, rc),
+                cap.vcpus
+            ),
         ));
         f.push((
             "memory",
@@ -307,7 +323,7 @@ impl Resource for Host {
                 cap.disk_gib
             ),
         ));
-        meta_details(self.meta.as_ref(), names, &mut f);
+        meta_details(self.meta.as_ref(), &mut f);
         f
     }
 }
@@ -336,11 +352,11 @@ impl Resource for Flavor {
     }
 
     fn details(&self, names: &Names) -> Vec<(&'static str, String)> {
-        let mut f = head(self.meta.as_ref());
+        let mut f = head(self.meta.as_ref(), names);
         f.push(("vcpus", self.vcpus.to_string()));
         f.push(("memory mib", self.memory_mib.to_string()));
         f.push(("disk gib", self.disk_gib.to_string()));
-        meta_details(self.meta.as_ref(), names, &mut f);
+        meta_details(self.meta.as_ref(), &mut f);
         f
     }
 }
@@ -351,19 +367,27 @@ impl Resource for Image {
         &["ID", "NAME", "FORMAT", "MIN DISK GIB", "PROJECT", "SOURCE"];
 
     fn row(&self, names: &Names) -> Vec<String> {
-        let project = self.meta.as_ref().map(|m| m.project_id.as_str()).unwrap_or("");
+        let project = self
+            .meta
+            .as_ref()
+            .map(|m| m.project_id.as_str())
+            .unwrap_or("");
         vec![
             id_of(self.meta.as_ref()),
             name_of(self.meta.as_ref()),
             dash(&self.format),
             self.min_disk_gib.to_string(),
-            if project.is_empty() { "(public)".to_owned() } else { names.of(project) },
+            if project.is_empty() {
+                "(public)".to_owned()
+            } else {
+                names.of(project)
+            },
             dash(&self.source),
         ]
     }
 
     fn details(&self, names: &Names) -> Vec<(&'static str, String)> {
-        let mut f = head(self.meta.as_ref());
+        let mut f = head(self.meta.as_ref(), names);
         f.push(("format", dash(&self.format)));
         f.push(("source", dash(&self.source)));
         f.push(("sha256", dash(&self.checksum_sha256)));
@@ -371,7 +395,7 @@ impl Resource for Image {
         if self.meta.as_ref().is_none_or(|m| m.project_id.is_empty()) {
             f.push(("visibility", "public".to_owned()));
         }
-        meta_details(self.meta.as_ref(), names, &mut f);
+        meta_details(self.meta.as_ref(), &mut f);
         f
     }
 }
@@ -411,12 +435,18 @@ impl Resource for Project {
 
     fn row(&self, _names: &Names) -> Vec<String> {
         let p = self.policy.clone().unwrap_or_default();
-        let [i, c, m, v, g] =
-            quota_cells(&self.usage.clone().unwrap_or_default(), &self.quota.clone().unwrap_or_default());
+        let [i, c, m, v, g] = quota_cells(
+            &self.usage.unwrap_or_default(),
+            &self.quota.unwrap_or_default(),
+        );
         vec![
             id_of(self.meta.as_ref()),
             name_of(self.meta.as_ref()),
-            if p.allowed_countries.is_empty() { "any".to_owned() } else { p.allowed_countries.join(",") },
+            if p.allowed_countries.is_empty() {
+                "any".to_owned()
+            } else {
+                p.allowed_countries.join(",")
+            },
             if p.allowed_jurisdictions.is_empty() {
                 "any".to_owned()
             } else {
@@ -434,13 +464,19 @@ impl Resource for Project {
 
     fn details(&self, names: &Names) -> Vec<(&'static str, String)> {
         let p = self.policy.clone().unwrap_or_default();
-        let [i, c, m, v, g] =
-            quota_cells(&self.usage.clone().unwrap_or_default(), &self.quota.clone().unwrap_or_default());
-        let mut f = head(self.meta.as_ref());
+        let [i, c, m, v, g] = quota_cells(
+            &self.usage.unwrap_or_default(),
+            &self.quota.unwrap_or_default(),
+        );
+        let mut f = head(self.meta.as_ref(), names);
         f.push(("description", dash(&self.description)));
         f.push((
             "allowed countries",
-            if p.allowed_countries.is_empty() { "any".to_owned() } else { p.allowed_countries.join(",") },
+            if p.allowed_countries.is_empty() {
+                "any".to_owned()
+            } else {
+                p.allowed_countries.join(",")
+            },
         ));
         f.push((
             "allowed jurisdictions",
@@ -451,31 +487,54 @@ impl Resource for Project {
             },
         ));
         f.push(("required certifications", list(&p.required_certifications)));
-        f.push(("operator immunity", if p.operator_immunity { "required" } else { "not required" }.to_owned()));
+        f.push((
+            "operator immunity",
+            if p.operator_immunity {
+                "required"
+            } else {
+                "not required"
+            }
+            .to_owned(),
+        ));
         f.push(("instances used/quota", i));
         f.push(("vcpus used/quota", c));
         f.push(("memory mib used/quota", m));
         f.push(("volumes used/quota", v));
         f.push(("volume gib used/quota", g));
-        meta_details(self.meta.as_ref(), names, &mut f);
+        meta_details(self.meta.as_ref(), &mut f);
         f
     }
 }
 
 fn resources(r: Option<&Resources>) -> String {
     match r {
-        Some(r) => format!("{} vcpus, {} MiB, {} GiB", r.vcpus, r.memory_mib, r.disk_gib),
+        Some(r) => format!(
+            "{} vcpus, {} MiB, {} GiB",
+            r.vcpus, r.memory_mib, r.disk_gib
+        ),
         None => "-".to_owned(),
     }
 }
 
 impl Resource for Instance {
     const KIND: Kind = Kind::Instance;
-    const HEADERS: &'static [&'static str] =
-        &["ID", "NAME", "STATE", "HOST", "DATACENTER", "COUNTRY", "FLAVOR", "PROJECT"];
+    const HEADERS: &'static [&'static str] = &[
+        "ID",
+        "NAME",
+        "STATE",
+        "HOST",
+        "DATACENTER",
+        "COUNTRY",
+        "FLAVOR",
+        "PROJECT",
+    ];
 
     fn row(&self, names: &Names) -> Vec<String> {
-        let project = self.meta.as_ref().map(|m| m.project_id.as_str()).unwrap_or("");
+        let project = self
+            .meta
+            .as_ref()
+            .map(|m| m.project_id.as_str())
+            .unwrap_or("");
         vec![
             id_of(self.meta.as_ref()),
             name_of(self.meta.as_ref()),
@@ -489,7 +548,7 @@ impl Resource for Instance {
     }
 
     fn details(&self, names: &Names) -> Vec<(&'static str, String)> {
-        let mut f = head(self.meta.as_ref());
+        let mut f = head(self.meta.as_ref(), names);
         f.push(("state", instance_state(self.state)));
         if !self.state_reason.is_empty() {
             f.push(("state reason", self.state_reason.clone()));
@@ -506,17 +565,22 @@ impl Resource for Instance {
         f.push(("ssh keys", self.ssh_keys.len().to_string()));
         f.push(("user data", format!("{} bytes", self.user_data.len())));
         f.push(("reboots", self.reboot_serial.to_string()));
-        meta_details(self.meta.as_ref(), names, &mut f);
+        meta_details(self.meta.as_ref(), &mut f);
         f
     }
 }
 
 impl Resource for ServerGroup {
     const KIND: Kind = Kind::ServerGroup;
-    const HEADERS: &'static [&'static str] = &["ID", "NAME", "PROJECT", "POLICY", "HARD", "MEMBERS"];
+    const HEADERS: &'static [&'static str] =
+        &["ID", "NAME", "PROJECT", "POLICY", "HARD", "MEMBERS"];
 
     fn row(&self, names: &Names) -> Vec<String> {
-        let project = self.meta.as_ref().map(|m| m.project_id.as_str()).unwrap_or("");
+        let project = self
+            .meta
+            .as_ref()
+            .map(|m| m.project_id.as_str())
+            .unwrap_or("");
         vec![
             id_of(self.meta.as_ref()),
             name_of(self.meta.as_ref()),
@@ -528,20 +592,28 @@ impl Resource for ServerGroup {
     }
 
     fn details(&self, names: &Names) -> Vec<(&'static str, String)> {
-        let mut f = head(self.meta.as_ref());
+        let mut f = head(self.meta.as_ref(), names);
         f.push(("policy", group_policy(self.policy)));
         f.push(("hard", self.hard.to_string()));
         let members: Vec<String> = self.members.iter().map(|m| names.of(m)).collect();
         f.push(("members", list(&members)));
-        meta_details(self.meta.as_ref(), names, &mut f);
+        meta_details(self.meta.as_ref(), &mut f);
         f
     }
 }
 
 impl Resource for Volume {
     const KIND: Kind = Kind::Volume;
-    const HEADERS: &'static [&'static str] =
-        &["ID", "NAME", "SIZE GIB", "STATE", "ATTACHED TO", "HOST", "DATACENTER", "COUNTRY"];
+    const HEADERS: &'static [&'static str] = &[
+        "ID",
+        "NAME",
+        "SIZE GIB",
+        "STATE",
+        "ATTACHED TO",
+        "HOST",
+        "DATACENTER",
+        "COUNTRY",
+    ];
 
     fn row(&self, names: &Names) -> Vec<String> {
         vec![
@@ -557,7 +629,7 @@ impl Resource for Volume {
     }
 
     fn details(&self, names: &Names) -> Vec<(&'static str, String)> {
-        let mut f = head(self.meta.as_ref());
+        let mut f = head(self.meta.as_ref(), names);
         f.push(("size gib", self.size_gib.to_string()));
         f.push(("state", volume_state(self.state)));
         if !self.state_reason.is_empty() {
@@ -568,7 +640,7 @@ impl Resource for Volume {
         f.push(("datacenter", names.long(&self.datacenter_id)));
         f.push(("country", dash(&self.country)));
         f.push(("constraints", constraints(self.constraints.as_ref(), names)));
-        meta_details(self.meta.as_ref(), names, &mut f);
+        meta_details(self.meta.as_ref(), &mut f);
         f
     }
 }
@@ -581,7 +653,11 @@ pub fn event_line(e: &Event) -> String {
         e.revision,
         event_type(e.r#type),
         dash(&e.kind),
-        if e.name.is_empty() { dash(&e.id) } else { format!("{} ({})", e.name, e.id) },
+        if e.name.is_empty() {
+            dash(&e.id)
+        } else {
+            format!("{} ({})", e.name, e.id)
+        },
     );
     if !e.project_id.is_empty() {
         line.push_str(&format!(" project={}", e.project_id));
@@ -592,7 +668,11 @@ pub fn event_line(e: &Event) -> String {
 
 /// Header, members and indexes of `cluster status`.
 pub fn cluster_status(s: &ClusterStatus) -> String {
-    let leader = if s.leader_id == 0 { "none".to_owned() } else { s.leader_id.to_string() };
+    let leader = if s.leader_id == 0 {
+        "none".to_owned()
+    } else {
+        s.leader_id.to_string()
+    };
     let summary = crate::output::details_table(&[
         ("node", format!("{} ({})", s.node_id, dash(&s.state))),
         ("leader", leader),
@@ -615,8 +695,10 @@ pub fn cluster_status(s: &ClusterStatus) -> String {
             ]
         })
         .collect();
-    let members =
-        crate::output::list_table(&["NODE ID", "ADDR", "ROLE", "LEADER", "MATCHED INDEX"], &rows);
+    let members = crate::output::list_table(
+        &["NODE ID", "ADDR", "ROLE", "LEADER", "MATCHED INDEX"],
+        &rows,
+    );
     format!("{summary}\n\n{members}")
 }
 
@@ -632,7 +714,11 @@ pub fn explanation(e: &PlacementExplanation, names: &Names) -> String {
         ("candidates", e.candidates.to_string()),
         (
             "chosen host",
-            if e.chosen_host_id.is_empty() { "none fits".to_owned() } else { names.long(&e.chosen_host_id) },
+            if e.chosen_host_id.is_empty() {
+                "none fits".to_owned()
+            } else {
+                names.long(&e.chosen_host_id)
+            },
         ),
         ("chosen datacenter", names.long(&e.chosen_datacenter_id)),
     ]));
@@ -643,13 +729,20 @@ pub fn explanation(e: &PlacementExplanation, names: &Names) -> String {
             vec![
                 f.filter.clone(),
                 f.excluded.to_string(),
-                if f.reasons.is_empty() { "-".to_owned() } else { f.reasons.join("\n") },
+                if f.reasons.is_empty() {
+                    "-".to_owned()
+                } else {
+                    f.reasons.join("\n")
+                },
             ]
         })
         .collect();
     if !rows.is_empty() {
         out.push_str("\n\n");
-        out.push_str(&crate::output::list_table(&["FILTER", "EXCLUDED", "REASONS"], &rows));
+        out.push_str(&crate::output::list_table(
+            &["FILTER", "EXCLUDED", "REASONS"],
+            &rows,
+        ));
     }
     out
 }

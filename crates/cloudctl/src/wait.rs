@@ -27,7 +27,12 @@ pub enum Probe<T> {
 
 /// Polls `probe` every 200 ms until it reports `Done` or `Failed`, or `timeout` passes.
 /// Transient API errors (a leader election, a restarting node) only delay the wait.
-pub async fn until<T, F, Fut>(what: &str, target: &str, timeout: Duration, mut probe: F) -> Result<T>
+pub async fn until<T, F, Fut>(
+    what: &str,
+    target: &str,
+    timeout: Duration,
+    mut probe: F,
+) -> Result<T>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<Probe<T>, Status>>,
@@ -110,12 +115,18 @@ mod tests {
         let msg = r.err().map(|e| e.to_string()).unwrap_or_default();
         assert!(msg.contains("backend full"), "{msg}");
 
-        let r: Result<()> = until("volume v", "AVAILABLE", Duration::from_millis(0), || async {
-            Ok(Probe::Pending("CREATING".to_owned()))
-        })
+        let r: Result<()> = until(
+            "volume v",
+            "AVAILABLE",
+            Duration::from_millis(0),
+            || async { Ok(Probe::Pending("CREATING".to_owned())) },
+        )
         .await;
         let msg = r.err().map(|e| e.to_string()).unwrap_or_default();
-        assert!(msg.contains("timed out") && msg.contains("CREATING"), "{msg}");
+        assert!(
+            msg.contains("timed out") && msg.contains("CREATING"),
+            "{msg}"
+        );
 
         let r: Result<()> = until("volume v", "AVAILABLE", Duration::from_secs(10), || async {
             Err(Status::permission_denied("no"))

@@ -33,7 +33,9 @@ pub fn free(host: &Host, reserved: &Resources) -> Resources {
         memory_mib: eff
             .memory_mib
             .saturating_sub(used.memory_mib + reserved.memory_mib),
-        disk_gib: eff.disk_gib.saturating_sub(used.disk_gib + reserved.disk_gib),
+        disk_gib: eff
+            .disk_gib
+            .saturating_sub(used.disk_gib + reserved.disk_gib),
     }
 }
 

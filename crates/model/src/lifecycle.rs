@@ -152,12 +152,24 @@ mod tests {
 
     #[test]
     fn requests() {
-        assert_eq!(request(S::Running, Action::Stop), Ok(Outcome::Queued(S::Stopping)));
-        assert_eq!(request(S::Stopped, Action::Stop), Ok(Outcome::AlreadySatisfied));
+        assert_eq!(
+            request(S::Running, Action::Stop),
+            Ok(Outcome::Queued(S::Stopping))
+        );
+        assert_eq!(
+            request(S::Stopped, Action::Stop),
+            Ok(Outcome::AlreadySatisfied)
+        );
         assert!(request(S::Stopped, Action::Reboot).is_err());
         assert!(request(S::Deleting, Action::Start).is_err());
-        assert_eq!(request(S::Error, Action::Delete), Ok(Outcome::Queued(S::Deleting)));
-        assert_eq!(request(S::Deleted, Action::Delete), Ok(Outcome::AlreadySatisfied));
+        assert_eq!(
+            request(S::Error, Action::Delete),
+            Ok(Outcome::Queued(S::Deleting))
+        );
+        assert_eq!(
+            request(S::Deleted, Action::Delete),
+            Ok(Outcome::AlreadySatisfied)
+        );
     }
 
     #[test]

@@ -55,7 +55,8 @@ pub fn country_allowed(policy: &SovereigntyPolicy, country: &str) -> bool {
 }
 
 fn country_denial(policy: &SovereigntyPolicy, country: &str) -> Option<Denial> {
-    if !policy.allowed_countries.is_empty() && !policy.allowed_countries.iter().any(|c| c == country)
+    if !policy.allowed_countries.is_empty()
+        && !policy.allowed_countries.iter().any(|c| c == country)
     {
         return Some(Denial::Country {
             country: country.into(),
@@ -229,10 +230,22 @@ mod tests {
                 .map(|d| check(p, d).is_ok())
                 .collect::<Vec<bool>>()
         };
-        assert_eq!(ok(&pol(&["FR"], &[], &[], false)), [true, false, true, false]);
-        assert_eq!(ok(&pol(&[], &["EU"], &[], false)), [true, true, true, false]);
-        assert_eq!(ok(&pol(&[], &["EEA"], &[], false)), [true, true, true, true]);
-        assert_eq!(ok(&pol(&[], &["EU"], &[], true)), [true, true, false, false]);
+        assert_eq!(
+            ok(&pol(&["FR"], &[], &[], false)),
+            [true, false, true, false]
+        );
+        assert_eq!(
+            ok(&pol(&[], &["EU"], &[], false)),
+            [true, true, true, false]
+        );
+        assert_eq!(
+            ok(&pol(&[], &["EEA"], &[], false)),
+            [true, true, true, true]
+        );
+        assert_eq!(
+            ok(&pol(&[], &["EU"], &[], true)),
+            [true, true, false, false]
+        );
         assert_eq!(
             ok(&pol(&[], &[], &["secnumcloud"], false)),
             [true, false, true, false]
@@ -255,7 +268,10 @@ mod tests {
         if let Some(op) = d.operator.as_mut() {
             op.largest_non_eu_holder_percent = 24.5;
         }
-        assert!(matches!(check(&p, &d), Err(Denial::OperatorImmunity { .. })));
+        assert!(matches!(
+            check(&p, &d),
+            Err(Denial::OperatorImmunity { .. })
+        ));
     }
 
     #[test]

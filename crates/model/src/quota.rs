@@ -8,9 +8,19 @@ pub fn check(quota: Option<&Quota>, usage: &Usage, delta: &Usage) -> Result<(), 
     let checks = [
         ("instances", q.instances, usage.instances, delta.instances),
         ("vcpus", q.vcpus, usage.vcpus, delta.vcpus),
-        ("memory_mib", q.memory_mib, usage.memory_mib, delta.memory_mib),
+        (
+            "memory_mib",
+            q.memory_mib,
+            usage.memory_mib,
+            delta.memory_mib,
+        ),
         ("volumes", q.volumes, usage.volumes, delta.volumes),
-        ("volume_gib", q.volume_gib, usage.volume_gib, delta.volume_gib),
+        (
+            "volume_gib",
+            q.volume_gib,
+            usage.volume_gib,
+            delta.volume_gib,
+        ),
     ];
     for (name, limit, used, add) in checks {
         if let Some(limit) = limit {

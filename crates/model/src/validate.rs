@@ -162,7 +162,10 @@ impl Violations {
 
     pub fn request_id(&mut self, field: &str, v: &str) {
         if v.len() > MAX_REQUEST_ID {
-            self.add(field, format!("must be at most {MAX_REQUEST_ID} characters"));
+            self.add(
+                field,
+                format!("must be at most {MAX_REQUEST_ID} characters"),
+            );
         } else if v.chars().any(|c| c.is_control()) {
             self.add(field, "must not contain control characters");
         }

@@ -94,11 +94,7 @@ impl Explanation {
             .iter()
             .filter(|f| f.excluded > 0)
             .map(|f| {
-                let why: Vec<String> = f
-                    .reasons
-                    .iter()
-                    .map(|(r, n)| format!("{n} {r}"))
-                    .collect();
+                let why: Vec<String> = f.reasons.iter().map(|(r, n)| format!("{n} {r}")).collect();
                 format!("{} excluded by {} ({})", f.excluded, f.name, why.join(", "))
             })
             .collect();
@@ -248,13 +244,20 @@ pub fn place(snapshot: &dyn Snapshot, req: &Request<'_>) -> Explanation {
         let better = match &best {
             None => true,
             Some((bp, bw, bid, _)) => {
-                (preferred, weight, std::cmp::Reverse(meta.id.as_str()))
-                    .partial_cmp(&(*bp, *bw, std::cmp::Reverse(bid.as_str())))
-                    == Some(std::cmp::Ordering::Greater)
+                (preferred, weight, std::cmp::Reverse(meta.id.as_str())).partial_cmp(&(
+                    *bp,
+                    *bw,
+                    std::cmp::Reverse(bid.as_str()),
+                )) == Some(std::cmp::Ordering::Greater)
             }
         };
         if better {
-            best = Some((preferred, weight, meta.id.clone(), host.datacenter_id.clone()));
+            best = Some((
+                preferred,
+                weight,
+                meta.id.clone(),
+                host.datacenter_id.clone(),
+            ));
         }
     }
 

@@ -114,8 +114,14 @@ fn refused_placement_explains_per_filter() {
         text.contains("8 excluded by project policy (8 in DE, allowed countries: FR)"),
         "{text}"
     );
-    assert!(text.contains("3 excluded by capacity (3 lack free vcpus)"), "{text}");
-    assert!(text.contains("1 excluded by host state (1 draining)"), "{text}");
+    assert!(
+        text.contains("3 excluded by capacity (3 lack free vcpus)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("1 excluded by host state (1 draining)"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -166,7 +172,10 @@ fn hard_anti_affinity_and_affinity() {
         hard: true,
         member_hosts: vec!["b".into()],
     });
-    assert_eq!(place(&s, &r).chosen.map(|c| c.host_id).as_deref(), Some("b"));
+    assert_eq!(
+        place(&s, &r).chosen.map(|c| c.host_id).as_deref(),
+        Some("b")
+    );
 }
 
 proptest! {

@@ -2,8 +2,8 @@
 //! an entry from a newer protocol version is refused loudly rather than skipped.
 
 use andromede_api::v1::{
-    Datacenter, DatacenterStatus, Flavor, Host, HostState, Image, Instance, InstanceState,
-    Project, Quota, ServerGroup, SovereigntyPolicy, Volume, VolumeState,
+    Datacenter, DatacenterStatus, Flavor, Host, HostState, Image, Instance, InstanceState, Project,
+    Quota, ServerGroup, SovereigntyPolicy, Volume, VolumeState,
 };
 use serde::{Deserialize, Serialize};
 

@@ -11,7 +11,7 @@ pub mod state_machine;
 pub use command::{CmdError, CmdErrorCode, Command, Envelope, Reply, Response};
 pub use log_store::LogStore;
 pub use state::State;
-pub use state_machine::{StateMachine, Shared};
+pub use state_machine::{Shared, StateMachine};
 
 use std::io::Cursor;
 

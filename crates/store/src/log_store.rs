@@ -4,7 +4,7 @@
 use crate::sqlite::{self, DbError, LOG_MIGRATIONS};
 use crate::{io_err, LogId, NodeId, StorageError, TypeConfig};
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
-use openraft::{Entry, ErrorSubject, ErrorVerb, RaftLogReader, RaftLogId, Vote};
+use openraft::{Entry, ErrorSubject, ErrorVerb, RaftLogId, RaftLogReader, Vote};
 use sqlx::{Row, SqlitePool};
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
@@ -29,7 +29,10 @@ impl LogStore {
         })
     }
 
-    async fn meta<T: serde::de::DeserializeOwned>(&self, key: &str) -> Result<Option<T>, StorageError> {
+    async fn meta<T: serde::de::DeserializeOwned>(
+        &self,
+        key: &str,
+    ) -> Result<Option<T>, StorageError> {
         let row = sqlx::query("SELECT value FROM raft_meta WHERE key = ?")
             .bind(key)
             .fetch_optional(&self.pool)
@@ -37,7 +40,9 @@ impl LogStore {
             .map_err(rd)?;
         match row {
             None => Ok(None),
-            Some(r) => serde_json::from_str(&r.get::<String, _>(0)).map(Some).map_err(rd),
+            Some(r) => serde_json::from_str(&r.get::<String, _>(0))
+                .map(Some)
+                .map_err(rd),
         }
     }
 
@@ -125,7 +130,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         Ok(self.meta::<Option<LogId>>("committed").await?.flatten())
     }
 
-    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), StorageError>
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: LogFlushed<TypeConfig>,
+    ) -> Result<(), StorageError>
     where
         I: IntoIterator<Item = Entry<TypeConfig>> + Send,
         I::IntoIter: Send,

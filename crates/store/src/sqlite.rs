@@ -148,8 +148,7 @@ where
     let map = <State as Table<T>>::table_mut(state);
     for row in rows {
         let body: String = row.get(0);
-        let r: T =
-            serde_json::from_str(&body).map_err(|e| DbError::Decode { table, source: e })?;
+        let r: T = serde_json::from_str(&body).map_err(|e| DbError::Decode { table, source: e })?;
         map.insert(r.meta().id.clone(), r);
     }
     Ok(())

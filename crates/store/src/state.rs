@@ -9,8 +9,8 @@ use crate::command::{
 };
 use crate::resource::{Kind, Resource};
 use andromede_api::v1::{
-    Datacenter, Event, EventType, Flavor, GroupPolicy, Host, Image, Instance,
-    InstanceState as IS, Project, Resources, ServerGroup, Usage, Volume, VolumeState as VS,
+    Datacenter, Event, EventType, Flavor, GroupPolicy, Host, Image, Instance, InstanceState as IS,
+    Project, Resources, ServerGroup, Usage, Volume, VolumeState as VS,
 };
 use andromede_model::{capacity, jurisdiction, lifecycle, policy, quota};
 use andromede_placement::{GroupRule, Request, Snapshot, Strategy};
@@ -249,7 +249,7 @@ impl State {
     }
 
     /// The resource a create with this request id already made, if any.
-    fn replay(&self, project: &str, request_id: &str) -> Option<Reply> {
+    pub fn replay(&self, project: &str, request_id: &str) -> Option<Reply> {
         if request_id.is_empty() {
             return None;
         }
@@ -326,7 +326,11 @@ impl State {
                         existed: false,
                     });
                 }
-                let n = self.hosts.values().filter(|h| h.datacenter_id == *id).count();
+                let n = self
+                    .hosts
+                    .values()
+                    .filter(|h| h.datacenter_id == *id)
+                    .count();
                 if n > 0 {
                     return Err(err(
                         Code::FailedPrecondition,
@@ -344,8 +348,9 @@ impl State {
                     return Ok(r);
                 }
                 if !self.datacenters.contains_key(&h.datacenter_id) {
-                    return Err(CmdError::not_found("datacenter", &h.datacenter_id)
-                        .field("datacenter"));
+                    return Err(
+                        CmdError::not_found("datacenter", &h.datacenter_id).field("datacenter")
+                    );
                 }
                 let mut h = h.clone();
                 h.used = Some(Resources::default());
@@ -444,9 +449,21 @@ impl State {
                         existed: false,
                     });
                 }
-                let n = self.instances.values().filter(|i| i.meta().project_id == *id).count()
-                    + self.volumes.values().filter(|v| v.meta().project_id == *id).count()
-                    + self.groups.values().filter(|g| g.meta().project_id == *id).count();
+                let n = self
+                    .instances
+                    .values()
+                    .filter(|i| i.meta().project_id == *id)
+                    .count()
+                    + self
+                        .volumes
+                        .values()
+                        .filter(|v| v.meta().project_id == *id)
+                        .count()
+                    + self
+                        .groups
+                        .values()
+                        .filter(|g| g.meta().project_id == *id)
+                        .count();
                 if n > 0 {
                     return Err(err(
                         Code::FailedPrecondition,
@@ -514,7 +531,11 @@ impl State {
     }
 
     /// Resources of a project that a candidate policy would not allow, as "kind name (reason)".
-    pub fn offenders(&self, project_id: &str, pol: &andromede_api::v1::SovereigntyPolicy) -> Vec<String> {
+    pub fn offenders(
+        &self,
+        project_id: &str,
+        pol: &andromede_api::v1::SovereigntyPolicy,
+    ) -> Vec<String> {
         let mut out = Vec::new();
         let mut check = |kind: &str, name: &str, dc_id: &str| {
             if let Some(dc) = self.datacenters.get(dc_id) {
@@ -523,10 +544,18 @@ impl State {
                 }
             }
         };
-        for i in self.instances.values().filter(|i| i.meta().project_id == project_id) {
+        for i in self
+            .instances
+            .values()
+            .filter(|i| i.meta().project_id == project_id)
+        {
             check("instance", &i.meta().name, &i.datacenter_id);
         }
-        for v in self.volumes.values().filter(|v| v.meta().project_id == project_id) {
+        for v in self
+            .volumes
+            .values()
+            .filter(|v| v.meta().project_id == project_id)
+        {
             check("volume", &v.meta().name, &v.datacenter_id);
         }
         out
@@ -560,8 +589,12 @@ impl State {
             memory_mib: res.memory_mib,
             ..Default::default()
         };
-        quota::check(project.quota.as_ref(), &project.usage.unwrap_or_default(), &delta)
-            .map_err(|q| err(Code::ResourceExhausted, q))?;
+        quota::check(
+            project.quota.as_ref(),
+            &project.usage.unwrap_or_default(),
+            &delta,
+        )
+        .map_err(|q| err(Code::ResourceExhausted, q))?;
         let pol = project.policy.clone().unwrap_or_default();
         if self
             .names
@@ -638,7 +671,12 @@ impl State {
         }
     }
 
-    fn instance_action(&mut self, id: &str, action: InstanceAction, at: i64) -> Result<Reply, CmdError> {
+    fn instance_action(
+        &mut self,
+        id: &str,
+        action: InstanceAction,
+        at: i64,
+    ) -> Result<Reply, CmdError> {
         let inst: &mut Instance = self.get_mut(id)?;
         let from = IS::try_from(inst.state).unwrap_or(IS::Error);
         let a = match action {
@@ -647,7 +685,9 @@ impl State {
             InstanceAction::Reboot => lifecycle::Action::Reboot,
             InstanceAction::Delete => lifecycle::Action::Delete,
         };
-        match lifecycle::request(from, a).map_err(|e| err(Code::FailedPrecondition, e.to_string()))? {
+        match lifecycle::request(from, a)
+            .map_err(|e| err(Code::FailedPrecondition, e.to_string()))?
+        {
             lifecycle::Outcome::AlreadySatisfied => Ok(Reply::Instance(inst.clone())),
             lifecycle::Outcome::Queued(to) => {
                 inst.state = to as i32;
@@ -726,8 +766,12 @@ impl State {
             volume_gib: v.size_gib,
             ..Default::default()
         };
-        quota::check(project.quota.as_ref(), &project.usage.unwrap_or_default(), &delta)
-            .map_err(|q| err(Code::ResourceExhausted, q))?;
+        quota::check(
+            project.quota.as_ref(),
+            &project.usage.unwrap_or_default(),
+            &delta,
+        )
+        .map_err(|q| err(Code::ResourceExhausted, q))?;
         let pol = project.policy.clone().unwrap_or_default();
         let host: &Host = self.get(&v.host_id)?;
         let constraints = v.constraints.clone().unwrap_or_default();
@@ -760,7 +804,13 @@ impl State {
         Ok(Reply::Volume(v))
     }
 
-    fn volume_op(&mut self, id: &str, op: VolumeOp, instance_id: &str, at: i64) -> Result<Reply, CmdError> {
+    fn volume_op(
+        &mut self,
+        id: &str,
+        op: VolumeOp,
+        instance_id: &str,
+        at: i64,
+    ) -> Result<Reply, CmdError> {
         let vol: &Volume = self.get(id)?;
         let from = VS::try_from(vol.state).unwrap_or(VS::Error);
         let action = match op {
@@ -789,7 +839,9 @@ impl State {
                 .field("instance"));
             }
             if matches!(IS::try_from(inst.state), Ok(IS::Deleting | IS::Deleted)) {
-                return Err(err(Code::FailedPrecondition, "instance is being deleted").field("instance"));
+                return Err(
+                    err(Code::FailedPrecondition, "instance is being deleted").field("instance")
+                );
             }
         }
         match outcome {

@@ -136,11 +136,17 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         };
         let pool = self.shared.pool();
         let mut tx = pool.begin().await.map_err(sm_w)?;
-        sqlite::write_changes(&mut tx, &changes).await.map_err(sm_w)?;
+        sqlite::write_changes(&mut tx, &changes)
+            .await
+            .map_err(sm_w)?;
         let la = serde_json::to_string(&self.last_applied).map_err(sm_w)?;
-        sqlite::put_meta(&mut tx, "last_applied", &la).await.map_err(sm_w)?;
+        sqlite::put_meta(&mut tx, "last_applied", &la)
+            .await
+            .map_err(sm_w)?;
         let mem = serde_json::to_string(&self.membership).map_err(sm_w)?;
-        sqlite::put_meta(&mut tx, "membership", &mem).await.map_err(sm_w)?;
+        sqlite::put_meta(&mut tx, "membership", &mem)
+            .await
+            .map_err(sm_w)?;
         tx.commit().await.map_err(sm_w)?;
         for ev in changes.events {
             // No receivers is fine: nobody is watching.

@@ -30,7 +30,9 @@ async fn state_survives_reopen_and_snapshot_installs() {
     let dir = tempfile::tempdir().unwrap();
     {
         let mut sm = StateMachine::open(dir.path()).await.unwrap();
-        sm.apply(vec![entry(1, dc("a")), entry(2, dc("b"))]).await.unwrap();
+        sm.apply(vec![entry(1, dc("a")), entry(2, dc("b"))])
+            .await
+            .unwrap();
     }
     let mut sm = StateMachine::open(dir.path()).await.unwrap();
     let (applied, _) = sm.applied_state().await.unwrap();
@@ -42,12 +44,19 @@ async fn state_survives_reopen_and_snapshot_installs() {
         vec!["FR", "EU", "EEA"]
     );
 
-    let snap = sm.get_snapshot_builder().await.build_snapshot().await.unwrap();
+    let snap = sm
+        .get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .unwrap();
     assert_eq!(snap.meta.last_log_id.map(|l| l.index), Some(2));
 
     let other = tempfile::tempdir().unwrap();
     let mut sm2 = StateMachine::open(other.path()).await.unwrap();
-    sm2.install_snapshot(&snap.meta, snap.snapshot).await.unwrap();
+    sm2.install_snapshot(&snap.meta, snap.snapshot)
+        .await
+        .unwrap();
     assert_eq!(sm2.shared().read(|s| s.datacenters.len()), 2);
     let (applied2, _) = sm2.applied_state().await.unwrap();
     assert_eq!(applied2.map(|l| l.index), Some(2));
@@ -69,5 +78,8 @@ async fn vote_survives_reopen() {
     store.save_vote(&openraft::Vote::new(3, 1)).await.unwrap();
     drop(store);
     let mut store = LogStore::open(&path).await.unwrap();
-    assert_eq!(store.read_vote().await.unwrap(), Some(openraft::Vote::new(3, 1)));
+    assert_eq!(
+        store.read_vote().await.unwrap(),
+        Some(openraft::Vote::new(3, 1))
+    );
 }

@@ -19,9 +19,12 @@ pub async fn run(ctx: &Ctx, cmd: ClusterCmd) -> Result<()> {
             ctx.call(c.add_learner(AddLearnerRequest { node_id, addr }))
                 .await?
         }
-        ClusterCmd::Promote { node_ids } => ctx.call(c.promote(PromoteRequest { node_ids })).await?,
+        ClusterCmd::Promote { node_ids } => {
+            ctx.call(c.promote(PromoteRequest { node_ids })).await?
+        }
         ClusterCmd::Remove { node_id } => {
-            ctx.call(c.remove_node(RemoveNodeRequest { node_id })).await?
+            ctx.call(c.remove_node(RemoveNodeRequest { node_id }))
+                .await?
         }
     };
     let value = to_named_value(&status, Kind::Plain)?;

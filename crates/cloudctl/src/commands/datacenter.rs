@@ -58,7 +58,9 @@ async fn create(ctx: &Ctx, a: DatacenterCreate) -> Result<()> {
         country: a.country,
         operator: Some(Operator {
             name: a.operator_name,
-            parent_country: a.parent_country.unwrap_or_else(|| a.operator_country.clone()),
+            parent_country: a
+                .parent_country
+                .unwrap_or_else(|| a.operator_country.clone()),
             country: a.operator_country,
             largest_non_eu_holder_percent: a.largest_non_eu_holder_percent.unwrap_or(0.0),
             total_non_eu_percent: a.total_non_eu_percent.unwrap_or(0.0),
@@ -83,11 +85,7 @@ async fn update(ctx: &Ctx, a: DatacenterUpdate) -> Result<()> {
         || a.largest_non_eu_holder_percent.is_some()
         || a.total_non_eu_percent.is_some();
     let set_certifications = !a.certs.is_empty() || a.clear_certs;
-    if !touches_operator
-        && !set_certifications
-        && a.country.is_none()
-        && a.status.is_none()
-    {
+    if !touches_operator && !set_certifications && a.country.is_none() && a.status.is_none() {
         bail!(
             "nothing to update: give at least one of --country, --operator-*, --parent-country, \
              --*-percent, --cert, --clear-certs or --status"
@@ -133,7 +131,10 @@ async fn update(ctx: &Ctx, a: DatacenterUpdate) -> Result<()> {
         operator,
         set_certifications,
         certifications: a.certs,
-        status: a.status.map(status).unwrap_or(DatacenterStatus::Unspecified) as i32,
+        status: a
+            .status
+            .map(status)
+            .unwrap_or(DatacenterStatus::Unspecified) as i32,
         expected_generation,
     };
     let dc = ctx.call(ctx.infra().update_datacenter(req)).await?;

@@ -41,7 +41,9 @@ pub async fn run(ctx: &Ctx, cmd: FlavorCmd) -> Result<()> {
             print_one(ctx.output, &flavor, &Names::default())
         }
         FlavorCmd::List => {
-            let list = ctx.call(ctx.infra().list_flavors(list_req(ctx, None))).await?;
+            let list = ctx
+                .call(ctx.infra().list_flavors(list_req(ctx, None)))
+                .await?;
             print_list(ctx.output, &list.flavors, &Names::default())
         }
         FlavorCmd::Delete(r) => {

@@ -40,13 +40,18 @@ pub async fn run(ctx: &Ctx, cmd: ImageCmd) -> Result<()> {
         }
         ImageCmd::Get(r) => {
             let image = ctx
-                .call(ctx.infra().get_image(get_req(ctx, &r.reference, r.project.as_deref())))
+                .call(
+                    ctx.infra()
+                        .get_image(get_req(ctx, &r.reference, r.project.as_deref())),
+                )
                 .await?;
             let names = names(ctx, &[Lookup::Projects]).await;
             print_one(ctx.output, &image, &names)
         }
         ImageCmd::List { project } => {
-            let list = ctx.call(ctx.infra().list_images(list_req(ctx, project))).await?;
+            let list = ctx
+                .call(ctx.infra().list_images(list_req(ctx, project)))
+                .await?;
             let names = names(ctx, &[Lookup::Projects]).await;
             print_list(ctx.output, &list.images, &names)
         }

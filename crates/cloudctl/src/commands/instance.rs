@@ -9,7 +9,9 @@ use andromede_api::v1::{
 use anyhow::{Context, Result};
 use tonic::Code;
 
-use super::{datacenter_ids, fresh_get, get_req, id_of, label, list_req, names, print_gone, rref, Lookup};
+use super::{
+    datacenter_ids, fresh_get, get_req, id_of, label, list_req, names, print_gone, rref, Lookup,
+};
 use crate::cli::{ConstraintArgs, InstanceAction, InstanceCmd, InstanceCreate, WaitArgs};
 use crate::client::{request_id, Ctx};
 use crate::output::{print_list, print_one};
@@ -27,17 +29,31 @@ const LOOKUPS: &[Lookup] = &[
 
 pub async fn run(ctx: &Ctx, cmd: InstanceCmd) -> Result<()> {
     match cmd {
-        InstanceCmd::Create(a) => create(ctx, a).await,
+        InstanceCmd::Create(a) => create(ctx, *a).await,
         InstanceCmd::Get(r) => {
             let inst = ctx
-                .call(ctx.compute().get_instance(get_req(ctx, &r.reference, r.project.as_deref())))
+                .call(
+                    ctx.compute()
+                        .get_instance(get_req(ctx, &r.reference, r.project.as_deref())),
+                )
                 .await?;
             let names = names(ctx, LOOKUPS).await;
             print_one(ctx.output, &inst, &names)
         }
         InstanceCmd::List { project } => {
-            let list = ctx.call(ctx.compute().list_instances(list_req(ctx, project))).await?;
-            let names = names(ctx, &[Lookup::Hosts, Lookup::Datacenters, Lookup::Flavors, Lookup::Projects]).await;
+            let list = ctx
+                .call(ctx.compute().list_instances(list_req(ctx, project)))
+                .await?;
+            let names = names(
+                ctx,
+                &[
+                    Lookup::Hosts,
+                    Lookup::Datacenters,
+                    Lookup::Flavors,
+                    Lookup::Projects,
+                ],
+            )
+            .await;
             print_list(ctx.output, &list.instances, &names)
         }
         InstanceCmd::Start(a) => action(ctx, a, Action::Start).await,
@@ -100,7 +116,12 @@ pub fn judge(found: Option<Instance>, goal: Goal) -> Probe<Option<Instance>> {
     Probe::Pending(shown)
 }
 
-async fn wait_for(ctx: &Ctx, inst: &Instance, goal: Goal, timeout: u64) -> Result<Option<Instance>> {
+async fn wait_for(
+    ctx: &Ctx,
+    inst: &Instance,
+    goal: Goal,
+    timeout: u64,
+) -> Result<Option<Instance>> {
     let id = id_of(inst.meta.as_ref());
     let what = format!("instance {}", label(inst.meta.as_ref(), &id));
     wait::until(&what, goal.name(), Duration::from_secs(timeout), || {
@@ -119,7 +140,12 @@ async fn wait_for(ctx: &Ctx, inst: &Instance, goal: Goal, timeout: u64) -> Resul
 }
 
 /// Prints where a change ended: the instance, or a deletion notice once it is gone.
-async fn print_outcome(ctx: &Ctx, original: &Instance, last: Option<Instance>, reference: &str) -> Result<()> {
+async fn print_outcome(
+    ctx: &Ctx,
+    original: &Instance,
+    last: Option<Instance>,
+    reference: &str,
+) -> Result<()> {
     match last {
         Some(inst) if inst.state != InstanceState::Deleted as i32 => {
             let names = names(ctx, LOOKUPS).await;

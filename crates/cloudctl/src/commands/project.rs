@@ -23,7 +23,9 @@ pub async fn run(ctx: &Ctx, cmd: ProjectCmd) -> Result<()> {
             print_one(ctx.output, &p, &Names::default())
         }
         ProjectCmd::List => {
-            let list = ctx.call(ctx.identity().list_projects(list_req(ctx, None))).await?;
+            let list = ctx
+                .call(ctx.identity().list_projects(list_req(ctx, None)))
+                .await?;
             print_list(ctx.output, &list.projects, &Names::default())
         }
         ProjectCmd::Delete(r) => {
@@ -75,7 +77,11 @@ pub struct Clears {
 }
 
 /// Applies the policy flags over `base`: a given list replaces the current one.
-pub fn merge_policy(mut base: SovereigntyPolicy, p: &PolicyArgs, clears: Clears) -> SovereigntyPolicy {
+pub fn merge_policy(
+    mut base: SovereigntyPolicy,
+    p: &PolicyArgs,
+    clears: Clears,
+) -> SovereigntyPolicy {
     if !p.allow_country.is_empty() || clears.countries {
         base.allowed_countries = p.allow_country.clone();
     }
@@ -140,7 +146,11 @@ async fn update(ctx: &Ctx, a: ProjectUpdate) -> Result<()> {
             expected_generation = current.meta.as_ref().map(|m| m.generation).unwrap_or(0);
         }
         if touches_policy {
-            policy = Some(merge_policy(current.policy.unwrap_or_default(), &a.policy, clears));
+            policy = Some(merge_policy(
+                current.policy.unwrap_or_default(),
+                &a.policy,
+                clears,
+            ));
         }
         if touches_quota {
             quota = Some(merge_quota(current.quota.unwrap_or_default(), &a.quota));

@@ -39,7 +39,11 @@ pub async fn run(ctx: &Ctx, cmd: ServerGroupCmd) -> Result<()> {
         }
         ServerGroupCmd::Get(r) => {
             let group = ctx
-                .call(ctx.compute().get_server_group(get_req(ctx, &r.reference, r.project.as_deref())))
+                .call(ctx.compute().get_server_group(get_req(
+                    ctx,
+                    &r.reference,
+                    r.project.as_deref(),
+                )))
                 .await?;
             let names = names(ctx, &[Lookup::Projects, Lookup::Instances]).await;
             print_one(ctx.output, &group, &names)

@@ -30,13 +30,18 @@ pub async fn run(ctx: &Ctx, cmd: VolumeCmd) -> Result<()> {
         VolumeCmd::Create(a) => create(ctx, a).await,
         VolumeCmd::Get(r) => {
             let vol = ctx
-                .call(ctx.volumes().get_volume(get_req(ctx, &r.reference, r.project.as_deref())))
+                .call(
+                    ctx.volumes()
+                        .get_volume(get_req(ctx, &r.reference, r.project.as_deref())),
+                )
                 .await?;
             let names = names(ctx, LOOKUPS).await;
             print_one(ctx.output, &vol, &names)
         }
         VolumeCmd::List { project } => {
-            let list = ctx.call(ctx.volumes().list_volumes(list_req(ctx, project))).await?;
+            let list = ctx
+                .call(ctx.volumes().list_volumes(list_req(ctx, project)))
+                .await?;
             let names = names(ctx, LOOKUPS).await;
             print_list(ctx.output, &list.volumes, &names)
         }

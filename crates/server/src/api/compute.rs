@@ -1,0 +1,264 @@
+//! ComputeService: instances (placed by the leader's scheduler) and server groups.
+
+use super::{check, deleted, find, meta, project_id, stale, upper, Api};
+use crate::error::ApiError;
+use crate::node::Proposal;
+use crate::reply;
+use andromede_api::v1::compute_service_server::ComputeService;
+use andromede_api::v1::*;
+use andromede_model::{policy, validate as val, validate::Violations};
+use andromede_store::command::InstanceAction as A;
+use andromede_store::resource::Resource;
+use andromede_store::{Command, State};
+use tonic::{Request, Response, Status};
+
+type R<T> = Result<Response<T>, Status>;
+
+/// Validates constraints and resolves datacenter names to ids.
+pub fn resolve_constraints(
+    s: &State,
+    v: &mut Violations,
+    c: &Option<PlacementConstraints>,
+) -> PlacementConstraints {
+    let c = c.clone().unwrap_or_default();
+    let countries = upper(&c.countries);
+    v.countries("constraints.countries", &countries);
+    v.list_len("constraints.datacenter_ids", &c.datacenter_ids);
+    let mut ids = Vec::new();
+    for (i, d) in c.datacenter_ids.iter().enumerate() {
+        match s.find::<Datacenter>("", d) {
+            Some(dc) => ids.push(dc.meta().id.clone()),
+            None => v.add(
+                format!("constraints.datacenter_ids[{i}]"),
+                format!("datacenter {d:?} does not exist"),
+            ),
+        }
+    }
+    PlacementConstraints {
+        countries,
+        datacenter_ids: ids,
+    }
+}
+
+/// Refuses constraints that would widen the project's policy, naming the policy.
+pub fn check_within_policy(
+    s: &State,
+    p: &Project,
+    c: &PlacementConstraints,
+) -> Result<(), ApiError> {
+    let pol = p.policy.clone().unwrap_or_default();
+    policy::check_narrowing(&pol, c, |id| s.datacenters.get(id)).map_err(|w| {
+        ApiError::Precondition(format!(
+            "{}: {} is outside the sovereignty policy of project {} ({}); a request may only narrow its project's policy",
+            w.field,
+            w.value,
+            p.meta().name,
+            w.policy
+        ))
+    })
+}
+
+impl Api {
+    async fn action(&self, r: InstanceActionRequest, a: A) -> R<Instance> {
+        let inst: Instance = self.read(false, |s| find(s, &r.r#ref)).await??;
+        let cmd = Command::InstanceAction {
+            id: inst.meta().id.clone(),
+            action: a,
+        };
+        let rep = self.node.submit(Proposal::Cmd(cmd)).await?;
+        reply!(rep, Instance)
+    }
+}
+
+#[tonic::async_trait]
+impl ComputeService for Api {
+    async fn create_instance(&self, r: Request<CreateInstanceRequest>) -> R<Instance> {
+        let r = r.into_inner();
+        let mut v = Violations::new();
+        v.name("name", &r.name);
+        v.reference("project", &r.project);
+        v.reference("flavor", &r.flavor);
+        v.reference("image", &r.image);
+        v.text("user_data", &r.user_data, val::MAX_USER_DATA);
+        if r.ssh_keys.len() > val::MAX_SSH_KEYS {
+            v.add("ssh_keys", format!("at most {} keys", val::MAX_SSH_KEYS));
+        }
+        for (i, k) in r.ssh_keys.iter().enumerate() {
+            if k.is_empty() {
+                v.add(format!("ssh_keys[{i}]"), "must not be empty");
+            }
+            v.text(&format!("ssh_keys[{i}]"), k, val::MAX_SSH_KEY);
+        }
+        v.optional_reference("server_group", &r.server_group);
+        v.request_id("request_id", &r.request_id);
+        check(v)?;
+        self.node.read_barrier(false).await?;
+        let inst = self.node.read(|s| -> Result<Instance, ApiError> {
+            let mut v = Violations::new();
+            let constraints = resolve_constraints(s, &mut v, &r.constraints);
+            let pid = project_id(s, "project", &r.project)?;
+            let flavor = s.find::<Flavor>("", &r.flavor).cloned();
+            if flavor.is_none() {
+                v.add("flavor", format!("flavor {:?} does not exist", r.flavor));
+            }
+            let image = s
+                .find::<Image>(&pid, &r.image)
+                .or_else(|| s.find::<Image>("", &r.image))
+                .filter(|i| i.meta().project_id.is_empty() || i.meta().project_id == pid)
+                .cloned();
+            if image.is_none() {
+                v.add("image", format!("image {:?} does not exist", r.image));
+            }
+            let group = if r.server_group.is_empty() {
+                String::new()
+            } else {
+                match s.find::<ServerGroup>(&pid, &r.server_group) {
+                    Some(g) if g.meta().project_id == pid => g.meta().id.clone(),
+                    _ => {
+                        v.add(
+                            "server_group",
+                            format!("server group {:?} does not exist", r.server_group),
+                        );
+                        String::new()
+                    }
+                }
+            };
+            check(v)?;
+            let (Some(flavor), Some(image)) = (flavor, image) else {
+                return Err(ApiError::Internal("flavor or image vanished".into()));
+            };
+            let project = s
+                .projects
+                .get(&pid)
+                .ok_or_else(|| ApiError::NotFound(format!("project {pid} not found")))?;
+            check_within_policy(s, project, &constraints)?;
+            Ok(Instance {
+                meta: meta(&r.name, &pid, &r.request_id),
+                flavor_id: flavor.meta().id.clone(),
+                image_id: image.meta().id.clone(),
+                user_data: r.user_data.clone(),
+                ssh_keys: r.ssh_keys.clone(),
+                server_group_id: group,
+                constraints: Some(constraints),
+                state: InstanceState::Pending as i32,
+                resources: Some(Resources {
+                    vcpus: flavor.vcpus,
+                    memory_mib: flavor.memory_mib,
+                    disk_gib: flavor.disk_gib.max(image.min_disk_gib),
+                }),
+                intent: PowerIntent::Running as i32,
+                ..Default::default()
+            })
+        })?;
+        let rep = self.node.submit(Proposal::PlaceInstance(inst)).await?;
+        reply!(rep, Instance)
+    }
+
+    async fn get_instance(&self, r: Request<GetRequest>) -> R<Instance> {
+        let r = r.into_inner();
+        Ok(Response::new(
+            self.read(stale(&r.read), |s| find(s, &r.r#ref)).await??,
+        ))
+    }
+
+    async fn list_instances(&self, r: Request<ListRequest>) -> R<ListInstancesResponse> {
+        let r = r.into_inner();
+        let instances = self
+            .read(stale(&r.read), |s| {
+                let p = if r.project.is_empty() {
+                    None
+                } else {
+                    Some(project_id(s, "project", &r.project)?)
+                };
+                Ok::<_, ApiError>(
+                    s.instances
+                        .values()
+                        .filter(|i| p.as_ref().is_none_or(|p| i.meta().project_id == *p))
+                        .cloned()
+                        .collect(),
+                )
+            })
+            .await??;
+        Ok(Response::new(ListInstancesResponse { instances }))
+    }
+
+    async fn start_instance(&self, r: Request<InstanceActionRequest>) -> R<Instance> {
+        self.action(r.into_inner(), A::Start).await
+    }
+
+    async fn stop_instance(&self, r: Request<InstanceActionRequest>) -> R<Instance> {
+        self.action(r.into_inner(), A::Stop).await
+    }
+
+    async fn reboot_instance(&self, r: Request<InstanceActionRequest>) -> R<Instance> {
+        self.action(r.into_inner(), A::Reboot).await
+    }
+
+    async fn delete_instance(&self, r: Request<InstanceActionRequest>) -> R<Instance> {
+        self.action(r.into_inner(), A::Delete).await
+    }
+
+    async fn create_server_group(&self, r: Request<CreateServerGroupRequest>) -> R<ServerGroup> {
+        let r = r.into_inner();
+        let mut v = Violations::new();
+        v.name("name", &r.name);
+        v.reference("project", &r.project);
+        let gp = GroupPolicy::try_from(r.policy).ok();
+        v.enum_value("policy", gp.is_some(), false, r.policy);
+        v.request_id("request_id", &r.request_id);
+        check(v)?;
+        let pid = self
+            .read(false, |s| project_id(s, "project", &r.project))
+            .await??;
+        let g = ServerGroup {
+            meta: meta(&r.name, &pid, &r.request_id),
+            policy: r.policy,
+            hard: r.hard,
+            members: vec![],
+        };
+        let rep = self
+            .node
+            .submit(Proposal::Cmd(Command::CreateServerGroup(g)))
+            .await?;
+        reply!(rep, ServerGroup)
+    }
+
+    async fn get_server_group(&self, r: Request<GetRequest>) -> R<ServerGroup> {
+        let r = r.into_inner();
+        Ok(Response::new(
+            self.read(stale(&r.read), |s| find(s, &r.r#ref)).await??,
+        ))
+    }
+
+    async fn list_server_groups(&self, r: Request<ListRequest>) -> R<ListServerGroupsResponse> {
+        let r = r.into_inner();
+        let server_groups = self
+            .read(stale(&r.read), |s| {
+                let p = if r.project.is_empty() {
+                    None
+                } else {
+                    Some(project_id(s, "project", &r.project)?)
+                };
+                Ok::<_, ApiError>(
+                    s.groups
+                        .values()
+                        .filter(|g| p.as_ref().is_none_or(|p| g.meta().project_id == *p))
+                        .cloned()
+                        .collect(),
+                )
+            })
+            .await??;
+        Ok(Response::new(ListServerGroupsResponse { server_groups }))
+    }
+
+    async fn delete_server_group(&self, r: Request<DeleteRequest>) -> R<DeleteResponse> {
+        let r = r.into_inner();
+        let g: ServerGroup = self.read(false, |s| find(s, &r.r#ref)).await??;
+        let id = g.meta().id.clone();
+        deleted(
+            self.node
+                .submit(Proposal::Cmd(Command::DeleteServerGroup { id }))
+                .await?,
+        )
+    }
+}

@@ -1,0 +1,154 @@
+//! VolumeService: host-local volumes, placed under the project's policy like instances.
+
+use super::compute::{check_within_policy, resolve_constraints};
+use super::{check, find, meta, project_id, stale, Api};
+use crate::error::ApiError;
+use crate::node::Proposal;
+use crate::reply;
+use andromede_api::v1::volume_service_server::VolumeService;
+use andromede_api::v1::*;
+use andromede_model::validate::{self as val, Violations};
+use andromede_store::command::VolumeOp;
+use andromede_store::resource::Resource;
+use andromede_store::Command;
+use tonic::{Request, Response, Status};
+
+type R<T> = Result<Response<T>, Status>;
+
+impl Api {
+    async fn volume_op(
+        &self,
+        vref: &Option<ResourceRef>,
+        op: VolumeOp,
+        instance: &str,
+    ) -> R<Volume> {
+        let (vol, inst_id) = self
+            .read(false, |s| -> Result<(Volume, String), ApiError> {
+                let vol: Volume = find(s, vref)?;
+                let inst_id = if instance.is_empty() {
+                    String::new()
+                } else {
+                    s.find::<Instance>(&vol.meta().project_id, instance)
+                        .filter(|i| i.meta().project_id == vol.meta().project_id)
+                        .map(|i| i.meta().id.clone())
+                        .ok_or_else(|| {
+                            ApiError::NotFound(format!("instance {instance:?} not found"))
+                        })?
+                };
+                Ok((vol, inst_id))
+            })
+            .await??;
+        let cmd = Command::VolumeOp {
+            id: vol.meta().id.clone(),
+            op,
+            instance_id: inst_id,
+        };
+        let rep = self.node.submit(Proposal::Cmd(cmd)).await?;
+        reply!(rep, Volume)
+    }
+}
+
+#[tonic::async_trait]
+impl VolumeService for Api {
+    async fn create_volume(&self, r: Request<CreateVolumeRequest>) -> R<Volume> {
+        let r = r.into_inner();
+        let mut v = Violations::new();
+        v.name("name", &r.name);
+        v.reference("project", &r.project);
+        v.positive("size_gib", r.size_gib, val::MAX_DISK_GIB);
+        v.optional_reference("near_instance", &r.near_instance);
+        v.request_id("request_id", &r.request_id);
+        check(v)?;
+        self.node.read_barrier(false).await?;
+        let (vol, near) = self.node.read(|s| -> Result<(Volume, String), ApiError> {
+            let mut v = Violations::new();
+            let constraints = resolve_constraints(s, &mut v, &r.constraints);
+            let pid = project_id(s, "project", &r.project)?;
+            let near = if r.near_instance.is_empty() {
+                String::new()
+            } else {
+                match s.find::<Instance>(&pid, &r.near_instance) {
+                    Some(i) if i.meta().project_id == pid => i.meta().id.clone(),
+                    _ => {
+                        v.add(
+                            "near_instance",
+                            format!("instance {:?} does not exist", r.near_instance),
+                        );
+                        String::new()
+                    }
+                }
+            };
+            check(v)?;
+            let project = s
+                .projects
+                .get(&pid)
+                .ok_or_else(|| ApiError::NotFound(format!("project {pid} not found")))?;
+            check_within_policy(s, project, &constraints)?;
+            Ok((
+                Volume {
+                    meta: meta(&r.name, &pid, &r.request_id),
+                    size_gib: r.size_gib,
+                    state: VolumeState::Creating as i32,
+                    constraints: Some(constraints),
+                    ..Default::default()
+                },
+                near,
+            ))
+        })?;
+        let rep = self
+            .node
+            .submit(Proposal::PlaceVolume {
+                volume: vol,
+                near_instance: near,
+            })
+            .await?;
+        reply!(rep, Volume)
+    }
+
+    async fn get_volume(&self, r: Request<GetRequest>) -> R<Volume> {
+        let r = r.into_inner();
+        Ok(Response::new(
+            self.read(stale(&r.read), |s| find(s, &r.r#ref)).await??,
+        ))
+    }
+
+    async fn list_volumes(&self, r: Request<ListRequest>) -> R<ListVolumesResponse> {
+        let r = r.into_inner();
+        let volumes = self
+            .read(stale(&r.read), |s| {
+                let p = if r.project.is_empty() {
+                    None
+                } else {
+                    Some(project_id(s, "project", &r.project)?)
+                };
+                Ok::<_, ApiError>(
+                    s.volumes
+                        .values()
+                        .filter(|x| p.as_ref().is_none_or(|p| x.meta().project_id == *p))
+                        .cloned()
+                        .collect(),
+                )
+            })
+            .await??;
+        Ok(Response::new(ListVolumesResponse { volumes }))
+    }
+
+    async fn delete_volume(&self, r: Request<DeleteRequest>) -> R<Volume> {
+        let r = r.into_inner();
+        self.volume_op(&r.r#ref, VolumeOp::Delete, "").await
+    }
+
+    async fn attach_volume(&self, r: Request<AttachVolumeRequest>) -> R<Volume> {
+        let r = r.into_inner();
+        let mut v = Violations::new();
+        v.reference("instance", &r.instance);
+        check(v)?;
+        self.volume_op(&r.volume, VolumeOp::Attach, &r.instance)
+            .await
+    }
+
+    async fn detach_volume(&self, r: Request<DetachVolumeRequest>) -> R<Volume> {
+        let r = r.into_inner();
+        self.volume_op(&r.volume, VolumeOp::Detach, "").await
+    }
+}

@@ -1,0 +1,109 @@
+//! Server settings: every one can come from the TOML config file or a flag (flags win).
+
+use serde::Deserialize;
+use std::path::PathBuf;
+
+/// Settings as flags; the same keys (snake_case) are read from `--config FILE`.
+#[derive(Debug, Clone, Default, clap::Args, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// Raft node id of this server (unique in the region, never reused; > 0).
+    #[arg(long)]
+    pub node_id: Option<u64>,
+    /// Address the gRPC listener binds (public API and server-to-server calls).
+    #[arg(long)]
+    pub listen: Option<String>,
+    /// Address other servers use to reach this one (defaults to --listen).
+    #[arg(long)]
+    pub advertise: Option<String>,
+    /// Directory for the Raft log, the SQLite state and snapshots.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Admin token clients must present as `authorization: Bearer <token>` (env ANDROMEDE_TOKEN).
+    #[arg(long, env = "ANDROMEDE_TOKEN", hide_env_values = true)]
+    #[serde(default)]
+    pub token: Option<String>,
+    /// Shared secret between servers (env ANDROMEDE_CLUSTER_TOKEN; defaults to the admin token).
+    #[arg(long, env = "ANDROMEDE_CLUSTER_TOKEN", hide_env_values = true)]
+    pub cluster_token: Option<String>,
+    /// Prometheus metrics listener, e.g. 127.0.0.1:9400 (off when unset).
+    #[arg(long)]
+    pub metrics_listen: Option<String>,
+    /// Initialize a new single-node cluster on first start (never on a joining node).
+    #[arg(long)]
+    #[serde(default)]
+    pub init: Option<bool>,
+    /// Log format: text or json.
+    #[arg(long)]
+    pub log_format: Option<String>,
+    /// Raft heartbeat interval in milliseconds.
+    #[arg(long)]
+    pub heartbeat_ms: Option<u64>,
+    /// Minimum election timeout in milliseconds (the maximum is twice this).
+    #[arg(long)]
+    pub election_timeout_ms: Option<u64>,
+    /// Build a snapshot (and compact the log) every this many applied entries.
+    #[arg(long)]
+    pub snapshot_every: Option<u64>,
+    /// Log entries kept behind the last snapshot for slow followers.
+    #[arg(long)]
+    pub keep_logs: Option<u64>,
+    /// Placement strategy: spread (default) or pack.
+    #[arg(long)]
+    pub strategy: Option<String>,
+}
+
+impl Settings {
+    /// Fills every unset flag from the config file's values.
+    pub fn merge(self, file: Settings) -> Settings {
+        Settings {
+            node_id: self.node_id.or(file.node_id),
+            listen: self.listen.or(file.listen),
+            advertise: self.advertise.or(file.advertise),
+            data_dir: self.data_dir.or(file.data_dir),
+            token: self.token.or(file.token),
+            cluster_token: self.cluster_token.or(file.cluster_token),
+            metrics_listen: self.metrics_listen.or(file.metrics_listen),
+            init: self.init.or(file.init),
+            log_format: self.log_format.or(file.log_format),
+            heartbeat_ms: self.heartbeat_ms.or(file.heartbeat_ms),
+            election_timeout_ms: self.election_timeout_ms.or(file.election_timeout_ms),
+            snapshot_every: self.snapshot_every.or(file.snapshot_every),
+            keep_logs: self.keep_logs.or(file.keep_logs),
+            strategy: self.strategy.or(file.strategy),
+        }
+    }
+
+    pub fn load(self, path: Option<&std::path::Path>) -> anyhow::Result<Settings> {
+        match path {
+            None => Ok(self),
+            Some(p) => {
+                let text = std::fs::read_to_string(p)
+                    .map_err(|e| anyhow::anyhow!("reading config {}: {e}", p.display()))?;
+                let file: Settings = toml::from_str(&text)
+                    .map_err(|e| anyhow::anyhow!("config {}: {e}", p.display()))?;
+                Ok(self.merge(file))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_win_over_file() {
+        let flags = Settings {
+            node_id: Some(2),
+            ..Default::default()
+        };
+        let file: Settings =
+            toml::from_str("node_id = 1\nlisten = \"127.0.0.1:1\"\nheartbeat_ms = 10").unwrap();
+        let s = flags.merge(file);
+        assert_eq!(s.node_id, Some(2));
+        assert_eq!(s.listen.as_deref(), Some("127.0.0.1:1"));
+        assert_eq!(s.heartbeat_ms, Some(10));
+        assert!(toml::from_str::<Settings>("bogus = 1").is_err());
+    }
+}

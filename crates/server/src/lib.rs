@@ -1,0 +1,12 @@
+//! The Andromède server: public gRPC API, scheduler and Raft node in one process.
+
+pub mod api;
+pub mod config;
+pub mod error;
+pub mod internal;
+pub mod metrics;
+pub mod network;
+pub mod node;
+pub mod seed;
+pub mod serve;
+pub mod simulator;

@@ -1,0 +1,111 @@
+//! `andromede-server`: run a server of a region, or a whole single-node cloud for trying it out.
+
+use andromede_server::config::Settings;
+use andromede_server::serve;
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(
+    name = "andromede-server",
+    version,
+    about = "Andromède control-plane server (API, scheduler, Raft)"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run one server of a region. Start the first with --init; add others with
+    /// `cloudctl cluster add-learner` and `cloudctl cluster promote`.
+    Run {
+        /// TOML file with the same keys as the flags (snake_case); flags win.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[command(flatten)]
+        settings: Settings,
+    },
+    /// A single-node cloud with one FR datacenter of simulated hosts, flavors and an image.
+    Dev {
+        /// Number of simulated hosts to register on first start.
+        #[arg(long, default_value_t = 3)]
+        hosts: u32,
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[command(flatten)]
+        settings: Settings,
+    },
+}
+
+fn init_logs(format: Option<&str>) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn,sqlx=warn"));
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if format == Some("json") {
+        b.json().init();
+    } else {
+        b.init();
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd::Run { config, settings } => {
+            let s = settings.load(config.as_deref())?;
+            init_logs(s.log_format.as_deref());
+            let r = serve::resolve(s)?;
+            let node = serve::start_node(&r).await?;
+            serve::serve(&r, node, shutdown_signal()).await
+        }
+        Cmd::Dev {
+            hosts,
+            config,
+            mut settings,
+        } => {
+            settings.init = Some(true);
+            if settings.token.is_none() {
+                settings.token = Some("andromede-dev-token".into());
+            }
+            let s = settings.load(config.as_deref())?;
+            init_logs(s.log_format.as_deref());
+            let r = serve::resolve(s)?;
+            let node = serve::start_node(&r).await?;
+            let seeding = tokio::spawn(andromede_server::seed::seed(node.clone(), hosts));
+            let endpoint = format!("http://{}", r.listen);
+            eprintln!(
+                "\nAndromède is starting on {endpoint} (data in {}).\nPoint cloudctl at it:\n\n  export ANDROMEDE_ENDPOINT={endpoint}\n  export ANDROMEDE_TOKEN=<the token you gave, or andromede-dev-token>\n  cloudctl datacenter list\n",
+                r.data_dir.display()
+            );
+            let res = serve::serve(&r, node, shutdown_signal()).await;
+            seeding.abort();
+            res
+        }
+    }
+}

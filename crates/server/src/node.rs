@@ -1,0 +1,440 @@
+//! One server of the region: the Raft handle, the applied state, leader-side scheduling with
+//! in-flight reservations, write forwarding to the leader and linearizable read barriers.
+
+use crate::error::ApiError;
+use crate::network::Peers;
+use andromede_api::v1::{Instance, Resources, Volume};
+use andromede_placement::{Explanation, Request, Snapshot, Strategy};
+use andromede_store::command::{CmdErrorCode, Reply};
+use andromede_store::{Command, Envelope, Raft, Shared, State};
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::BasicNode;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// A write as the API layer hands it over; followers forward it to the leader as is.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Proposal {
+    /// A fully formed command.
+    Cmd(Command),
+    /// An instance to place, then create.
+    PlaceInstance(Instance),
+    /// A volume to place (next to `near_instance` when set), then create.
+    PlaceVolume {
+        volume: Volume,
+        near_instance: String,
+    },
+    AddLearner {
+        node_id: u64,
+        addr: String,
+    },
+    Promote {
+        node_ids: Vec<u64>,
+    },
+    RemoveNode {
+        node_id: u64,
+    },
+}
+
+pub struct Node {
+    pub id: u64,
+    pub addr: String,
+    pub raft: Raft,
+    pub shared: Arc<Shared>,
+    pub peers: Peers,
+    /// Resources held by plans proposed but not yet applied, per host.
+    reservations: Mutex<HashMap<String, Resources>>,
+    /// Serializes planning so two concurrent creates see each other's reservations.
+    plan_lock: tokio::sync::Mutex<()>,
+    pub strategy: Strategy,
+}
+
+/// The scheduler's view: applied state plus in-flight reservations.
+struct View<'a> {
+    state: &'a State,
+    reserved: &'a HashMap<String, Resources>,
+}
+
+impl Snapshot for View<'_> {
+    fn hosts(&self) -> Box<dyn Iterator<Item = &andromede_api::v1::Host> + '_> {
+        self.state.hosts()
+    }
+    fn datacenter(&self, id: &str) -> Option<&andromede_api::v1::Datacenter> {
+        self.state.datacenters.get(id)
+    }
+    fn reserved(&self, host_id: &str) -> Resources {
+        self.reserved.get(host_id).copied().unwrap_or_default()
+    }
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+impl Node {
+    pub fn new(id: u64, addr: String, raft: Raft, shared: Arc<Shared>, peers: Peers) -> Self {
+        Self {
+            id,
+            addr,
+            raft,
+            shared,
+            peers,
+            reservations: Mutex::new(HashMap::new()),
+            plan_lock: tokio::sync::Mutex::new(()),
+            strategy: Strategy::Spread,
+        }
+    }
+
+    pub fn read<R>(&self, f: impl FnOnce(&State) -> R) -> R {
+        self.shared.read(f)
+    }
+
+    fn leader(&self) -> Option<(u64, String)> {
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        let id = m.current_leader?;
+        let addr = m
+            .membership_config
+            .membership()
+            .get_node(&id)
+            .map(|n: &BasicNode| n.addr.clone())?;
+        Some((id, addr))
+    }
+
+    /// Runs a proposal here when leader, otherwise on the leader.
+    pub async fn submit(&self, p: Proposal) -> Result<Reply, ApiError> {
+        for attempt in 0..50 {
+            match self.leader() {
+                Some((id, _)) if id == self.id => match self.submit_local(p.clone()).await {
+                    Err(ApiError::NotLeader) => {}
+                    other => return other,
+                },
+                Some((id, addr)) => match self.peers.forward(id, &addr, &p).await {
+                    Err(ApiError::NotLeader) => {}
+                    other => return other,
+                },
+                None => {}
+            }
+            // No leader known (election in progress) or it just changed: wait a little.
+            tokio::time::sleep(Duration::from_millis(if attempt < 10 { 20 } else { 60 })).await;
+        }
+        Err(ApiError::Unavailable(
+            "no Raft leader elected; retry later".into(),
+        ))
+    }
+
+    /// Runs a proposal on this node, which must be the leader.
+    pub async fn submit_local(&self, p: Proposal) -> Result<Reply, ApiError> {
+        match p {
+            Proposal::Cmd(c) => self.write(c).await,
+            Proposal::PlaceInstance(i) => self.place_instance(i).await,
+            Proposal::PlaceVolume {
+                volume,
+                near_instance,
+            } => self.place_volume(volume, near_instance).await,
+            Proposal::AddLearner { node_id, addr } => {
+                self.raft
+                    .add_learner(node_id, BasicNode { addr }, true)
+                    .await
+                    .map_err(write_err)?;
+                Ok(Reply::Done)
+            }
+            Proposal::Promote { node_ids } => {
+                let mut voters: std::collections::BTreeSet<u64> = {
+                    let m = self.raft.metrics();
+                    let m = m.borrow();
+                    m.membership_config.membership().voter_ids().collect()
+                };
+                voters.extend(node_ids);
+                self.raft
+                    .change_membership(voters, false)
+                    .await
+                    .map_err(write_err)?;
+                Ok(Reply::Done)
+            }
+            Proposal::RemoveNode { node_id } => {
+                let (voters, is_learner) = {
+                    let m = self.raft.metrics();
+                    let m = m.borrow();
+                    let mem = m.membership_config.membership();
+                    let voters = mem.voter_ids().collect::<std::collections::BTreeSet<u64>>();
+                    let is_learner = mem.learner_ids().any(|l| l == node_id);
+                    (voters, is_learner)
+                };
+                if voters.contains(&node_id) {
+                    let rest: std::collections::BTreeSet<u64> =
+                        voters.into_iter().filter(|v| *v != node_id).collect();
+                    if rest.is_empty() {
+                        return Err(ApiError::Precondition(
+                            "cannot remove the last voter".into(),
+                        ));
+                    }
+                    self.raft
+                        .change_membership(rest, false)
+                        .await
+                        .map_err(write_err)?;
+                } else if is_learner {
+                    let set: std::collections::BTreeSet<u64> = [node_id].into();
+                    self.raft
+                        .change_membership(openraft::ChangeMembers::RemoveNodes(set), false)
+                        .await
+                        .map_err(write_err)?;
+                } else {
+                    return Err(ApiError::NotFound(format!(
+                        "node {node_id} is not a member"
+                    )));
+                }
+                Ok(Reply::Done)
+            }
+        }
+    }
+
+    async fn write(&self, c: Command) -> Result<Reply, ApiError> {
+        let name = c.name();
+        let started = std::time::Instant::now();
+        let r = self
+            .raft
+            .client_write(Envelope::new(now_ms(), c))
+            .await
+            .map_err(write_err)?;
+        metrics::histogram!("andromede_raft_write_seconds", "command" => name)
+            .record(started.elapsed().as_secs_f64());
+        r.data.0.map_err(ApiError::Cmd)
+    }
+
+    /// Plans against state plus reservations; returns the explanation (chosen host reserved).
+    fn plan(&self, req: &Request<'_>) -> Explanation {
+        let reserved = self.reservations.lock().unwrap_or_else(|p| p.into_inner());
+        self.read(|state| {
+            andromede_placement::place(
+                &View {
+                    state,
+                    reserved: &reserved,
+                },
+                req,
+            )
+        })
+    }
+
+    fn reserve(&self, host: &str, r: &Resources, add: bool) {
+        let mut m = self.reservations.lock().unwrap_or_else(|p| p.into_inner());
+        let e = m.entry(host.to_string()).or_default();
+        *e = if add {
+            andromede_model::capacity::add(e, r)
+        } else {
+            andromede_model::capacity::sub(e, r)
+        };
+        if *e == Resources::default() {
+            m.remove(host);
+        }
+    }
+
+    /// Schedules, reserves, writes, releases; re-plans if the plan went stale before apply.
+    async fn place_and_write(
+        &self,
+        resources: Resources,
+        build: impl Fn(&State) -> Result<PlanInput, ApiError>,
+        make: impl Fn(&str) -> Command,
+    ) -> Result<Reply, ApiError> {
+        for _ in 0..3 {
+            let (explanation, host) = {
+                let _g = self.plan_lock.lock().await;
+                let input = self.read(|s| build(s))?;
+                let req = Request {
+                    policy: &input.policy,
+                    constraints: &input.constraints,
+                    resources,
+                    group: input.group,
+                    pin_host: input.pin_host,
+                    strategy: self.strategy,
+                };
+                let e = self.plan(&req);
+                let host = e.chosen.as_ref().map(|c| c.host_id.clone());
+                if let Some(h) = &host {
+                    self.reserve(h, &resources, true);
+                }
+                (e, host)
+            };
+            let Some(host) = host else {
+                crate::metrics::placement_failed(&explanation);
+                return Err(ApiError::NoHost(explanation.summary()));
+            };
+            let r = self.write(make(&host)).await;
+            self.reserve(&host, &resources, false);
+            match r {
+                Err(ApiError::Cmd(e)) if e.code == CmdErrorCode::Aborted => continue,
+                other => {
+                    metrics::counter!("andromede_placements_total").increment(1);
+                    return other;
+                }
+            }
+        }
+        Err(ApiError::Unavailable(
+            "placement kept racing with concurrent changes; retry".into(),
+        ))
+    }
+
+    async fn place_instance(&self, inst: Instance) -> Result<Reply, ApiError> {
+        let m = inst.meta.clone().unwrap_or_default();
+        if let Some(r) = self.read(|s| s.replay(&m.project_id, &m.request_id)) {
+            return Ok(r);
+        }
+        let resources = inst.resources.unwrap_or_default();
+        let build = |s: &State| -> Result<PlanInput, ApiError> {
+            let p = s
+                .projects
+                .get(&m.project_id)
+                .ok_or_else(|| ApiError::NotFound(format!("project {} not found", m.project_id)))?;
+            Ok(PlanInput {
+                policy: p.policy.clone().unwrap_or_default(),
+                constraints: inst.constraints.clone().unwrap_or_default(),
+                group: if inst.server_group_id.is_empty() {
+                    None
+                } else {
+                    s.group_rule(&inst.server_group_id)
+                },
+                pin_host: None,
+            })
+        };
+        self.place_and_write(resources, build, |host| {
+            let mut i = inst.clone();
+            i.host_id = host.to_string();
+            Command::CreateInstance(i)
+        })
+        .await
+    }
+
+    async fn place_volume(&self, vol: Volume, near: String) -> Result<Reply, ApiError> {
+        let m = vol.meta.clone().unwrap_or_default();
+        if let Some(r) = self.read(|s| s.replay(&m.project_id, &m.request_id)) {
+            return Ok(r);
+        }
+        let resources = Resources {
+            disk_gib: vol.size_gib,
+            ..Default::default()
+        };
+        let build = |s: &State| -> Result<PlanInput, ApiError> {
+            let p = s
+                .projects
+                .get(&m.project_id)
+                .ok_or_else(|| ApiError::NotFound(format!("project {} not found", m.project_id)))?;
+            let pin_host = if near.is_empty() {
+                None
+            } else {
+                Some(
+                    s.instances
+                        .get(&near)
+                        .map(|i| i.host_id.clone())
+                        .ok_or_else(|| ApiError::NotFound(format!("instance {near} not found")))?,
+                )
+            };
+            Ok(PlanInput {
+                policy: p.policy.clone().unwrap_or_default(),
+                constraints: vol.constraints.clone().unwrap_or_default(),
+                group: None,
+                pin_host,
+            })
+        };
+        self.place_and_write(resources, build, |host| {
+            let mut v = vol.clone();
+            v.host_id = host.to_string();
+            Command::CreateVolume(v)
+        })
+        .await
+    }
+
+    /// Explains a placement without making it.
+    pub fn explain(&self, input: PlanInput, resources: Resources) -> Explanation {
+        let req = Request {
+            policy: &input.policy,
+            constraints: &input.constraints,
+            resources,
+            group: input.group,
+            pin_host: input.pin_host,
+            strategy: self.strategy,
+        };
+        self.plan(&req)
+    }
+
+    /// Waits until this node has applied everything the leader had committed when called.
+    pub async fn read_barrier(&self, stale: bool) -> Result<(), ApiError> {
+        if stale {
+            return Ok(());
+        }
+        for attempt in 0..50 {
+            match self.leader() {
+                Some((id, _)) if id == self.id => {
+                    return match self.raft.ensure_linearizable().await {
+                        Ok(_) => Ok(()),
+                        Err(e) => Err(ApiError::Unavailable(format!(
+                            "cannot confirm leadership: {e}"
+                        ))),
+                    };
+                }
+                Some((id, addr)) => match self.peers.read_index(id, &addr).await {
+                    Ok(index) => {
+                        self.raft
+                            .wait(Some(Duration::from_secs(5)))
+                            .applied_index_at_least(Some(index), "read barrier")
+                            .await
+                            .map_err(|e| ApiError::Unavailable(format!("read barrier: {e}")))?;
+                        return Ok(());
+                    }
+                    Err(ApiError::NotLeader) => {}
+                    Err(e) => return Err(e),
+                },
+                None => {}
+            }
+            tokio::time::sleep(Duration::from_millis(if attempt < 10 { 20 } else { 60 })).await;
+        }
+        Err(ApiError::Unavailable(
+            "no Raft leader elected; retry later".into(),
+        ))
+    }
+
+    /// Leader side of a follower's read barrier.
+    pub async fn read_index(&self) -> Result<u64, ApiError> {
+        match self.raft.ensure_linearizable().await {
+            Ok(l) => Ok(l.map(|l| l.index).unwrap_or(0)),
+            Err(RaftError::APIError(_)) => Err(ApiError::NotLeader),
+            Err(e) => Err(ApiError::Unavailable(e.to_string())),
+        }
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.leader().is_some_and(|(id, _)| id == self.id)
+    }
+
+    pub fn members(&self) -> BTreeMap<u64, String> {
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        m.membership_config
+            .membership()
+            .nodes()
+            .map(|(id, n)| (*id, n.addr.clone()))
+            .collect()
+    }
+}
+
+/// What placement needs to know besides the resources.
+pub struct PlanInput {
+    pub policy: andromede_api::v1::SovereigntyPolicy,
+    pub constraints: andromede_api::v1::PlacementConstraints,
+    pub group: Option<andromede_placement::GroupRule>,
+    pub pin_host: Option<String>,
+}
+
+fn write_err(e: RaftError<u64, ClientWriteError<u64, BasicNode>>) -> ApiError {
+    match e {
+        RaftError::APIError(ClientWriteError::ForwardToLeader(_)) => ApiError::NotLeader,
+        RaftError::APIError(ClientWriteError::ChangeMembershipError(c)) => {
+            ApiError::Precondition(c.to_string())
+        }
+        RaftError::Fatal(f) => ApiError::Unavailable(format!("raft stopped: {f}")),
+    }
+}

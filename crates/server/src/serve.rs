@@ -1,0 +1,234 @@
+//! Starting a server: storage, Raft, background tasks and the gRPC listener.
+
+use crate::api::Api;
+use crate::config::Settings;
+use crate::internal::Internal;
+use crate::metrics::GrpcMetricsLayer;
+use crate::network::{Peers, CLUSTER_HEADER};
+use crate::node::Node;
+use andromede_api::v1::{
+    cluster_service_server::ClusterServiceServer, compute_service_server::ComputeServiceServer,
+    event_service_server::EventServiceServer, identity_service_server::IdentityServiceServer,
+    infrastructure_service_server::InfrastructureServiceServer,
+    internal_service_server::InternalServiceServer,
+    placement_service_server::PlacementServiceServer, volume_service_server::VolumeServiceServer,
+};
+use andromede_store::{LogStore, StateMachine};
+use anyhow::Context;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use tonic::service::interceptor::InterceptedService;
+use tonic::{Request, Status};
+
+/// Settings with defaults applied.
+pub struct Resolved {
+    pub node_id: u64,
+    pub listen: String,
+    pub advertise: String,
+    pub data_dir: PathBuf,
+    pub token: String,
+    pub cluster_token: String,
+    pub metrics_listen: Option<String>,
+    pub init: bool,
+    pub raft: openraft::Config,
+    pub strategy: andromede_placement::Strategy,
+}
+
+pub fn resolve(s: Settings) -> anyhow::Result<Resolved> {
+    let node_id = s.node_id.unwrap_or(1);
+    anyhow::ensure!(node_id > 0, "node_id must be greater than 0");
+    let listen = s.listen.unwrap_or_else(|| "127.0.0.1:7400".into());
+    let token = s
+        .token
+        .filter(|t| !t.is_empty())
+        .context("an admin token is required: --token or ANDROMEDE_TOKEN")?;
+    let heartbeat = s.heartbeat_ms.unwrap_or(50);
+    let election = s.election_timeout_ms.unwrap_or(250);
+    let raft = openraft::Config {
+        cluster_name: "andromede".into(),
+        heartbeat_interval: heartbeat,
+        election_timeout_min: election,
+        election_timeout_max: election * 2,
+        max_payload_entries: 1000,
+        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(
+            s.snapshot_every.unwrap_or(10_000),
+        ),
+        max_in_snapshot_log_to_keep: s.keep_logs.unwrap_or(1000),
+        install_snapshot_timeout: 2000,
+        ..Default::default()
+    }
+    .validate()
+    .context("invalid Raft settings")?;
+    let strategy = match s.strategy.as_deref() {
+        None | Some("spread") => andromede_placement::Strategy::Spread,
+        Some("pack") => andromede_placement::Strategy::Pack,
+        Some(other) => anyhow::bail!("strategy must be spread or pack, not {other:?}"),
+    };
+    Ok(Resolved {
+        node_id,
+        advertise: s.advertise.unwrap_or_else(|| listen.clone()),
+        listen,
+        data_dir: s
+            .data_dir
+            .unwrap_or_else(|| PathBuf::from("andromede-data")),
+        cluster_token: s
+            .cluster_token
+            .filter(|t| !t.is_empty())
+            .unwrap_or_else(|| token.clone()),
+        token,
+        metrics_listen: s.metrics_listen,
+        init: s.init.unwrap_or(false),
+        raft,
+        strategy,
+    })
+}
+
+fn bearer_check(token: Arc<String>) -> impl Fn(Request<()>) -> Result<Request<()>, Status> + Clone {
+    move |req: Request<()>| {
+        let ok = req
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .is_some_and(|t| constant_time_eq(t.as_bytes(), token.as_bytes()));
+        if ok {
+            Ok(req)
+        } else {
+            Err(Status::unauthenticated(
+                "missing or wrong token: send `authorization: Bearer <token>`",
+            ))
+        }
+    }
+}
+
+fn cluster_check(
+    token: Arc<String>,
+) -> impl Fn(Request<()>) -> Result<Request<()>, Status> + Clone {
+    move |req: Request<()>| {
+        let ok = req
+            .metadata()
+            .get(CLUSTER_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|t| constant_time_eq(t.as_bytes(), token.as_bytes()));
+        if ok {
+            Ok(req)
+        } else {
+            Err(Status::unauthenticated(
+                "server-to-server call without the cluster token",
+            ))
+        }
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Opens storage, starts Raft and returns the node (not yet serving).
+pub async fn start_node(r: &Resolved) -> anyhow::Result<Arc<Node>> {
+    std::fs::create_dir_all(&r.data_dir)
+        .with_context(|| format!("creating data dir {}", r.data_dir.display()))?;
+    let log = LogStore::open(&r.data_dir.join("raft.db"))
+        .await
+        .context("opening the Raft log")?;
+    let sm = StateMachine::open(&r.data_dir.join("state"))
+        .await
+        .context("opening the state machine")?;
+    let shared = sm.shared();
+    let peers = Peers::new(r.cluster_token.clone());
+    let raft =
+        andromede_store::Raft::new(r.node_id, Arc::new(r.raft.clone()), peers.clone(), log, sm)
+            .await
+            .context("starting Raft")?;
+    if r.init && !raft.is_initialized().await? {
+        let mut nodes = BTreeMap::new();
+        nodes.insert(
+            r.node_id,
+            openraft::BasicNode {
+                addr: r.advertise.clone(),
+            },
+        );
+        raft.initialize(nodes)
+            .await
+            .context("initializing the cluster")?;
+        tracing::info!(node_id = r.node_id, "initialized a new single-node cluster");
+    }
+    let mut node = Node::new(r.node_id, r.advertise.clone(), raft, shared, peers);
+    node.strategy = r.strategy;
+    Ok(Arc::new(node))
+}
+
+/// Serves the gRPC API until `shutdown` resolves, then stops Raft cleanly.
+pub async fn serve(
+    r: &Resolved,
+    node: Arc<Node>,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) -> anyhow::Result<()> {
+    if let Some(m) = &r.metrics_listen {
+        crate::metrics::install(m.parse().context("metrics_listen")?)?;
+        tracing::info!(addr = %m, "metrics endpoint up");
+    }
+    tokio::spawn(crate::metrics::raft_gauges(node.raft.clone()));
+    tokio::spawn(crate::simulator::run(node.clone()));
+
+    let api = Api { node: node.clone() };
+    let auth = bearer_check(Arc::new(r.token.clone()));
+    let (health_reporter, health) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_serving::<ComputeServiceServer<Api>>()
+        .await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(andromede_api::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .context("reflection")?;
+    let internal = InterceptedService::new(
+        InternalServiceServer::new(Internal { node: node.clone() })
+            .max_decoding_message_size(1 << 30)
+            .max_encoding_message_size(1 << 30),
+        cluster_check(Arc::new(r.cluster_token.clone())),
+    );
+    let addr = r
+        .listen
+        .parse()
+        .with_context(|| format!("listen address {:?}", r.listen))?;
+    tracing::info!(%addr, node_id = r.node_id, data_dir = %r.data_dir.display(), "serving");
+    tonic::transport::Server::builder()
+        .layer(GrpcMetricsLayer)
+        .add_service(health)
+        .add_service(reflection)
+        .add_service(internal)
+        .add_service(InterceptedService::new(
+            InfrastructureServiceServer::new(api.clone()),
+            auth.clone(),
+        ))
+        .add_service(InterceptedService::new(
+            IdentityServiceServer::new(api.clone()),
+            auth.clone(),
+        ))
+        .add_service(InterceptedService::new(
+            ComputeServiceServer::new(api.clone()),
+            auth.clone(),
+        ))
+        .add_service(InterceptedService::new(
+            VolumeServiceServer::new(api.clone()),
+            auth.clone(),
+        ))
+        .add_service(InterceptedService::new(
+            PlacementServiceServer::new(api.clone()),
+            auth.clone(),
+        ))
+        .add_service(InterceptedService::new(
+            EventServiceServer::new(api.clone()),
+            auth.clone(),
+        ))
+        .add_service(InterceptedService::new(
+            ClusterServiceServer::new(api),
+            auth,
+        ))
+        .serve_with_shutdown(addr, shutdown)
+        .await
+        .context("gRPC server")?;
+    let _ = node.raft.shutdown().await;
+    Ok(())
+}
