@@ -30,7 +30,7 @@ pub struct Settings {
     #[arg(long)]
     pub metrics_listen: Option<String>,
     /// Initialize a new single-node cluster on first start (never on a joining node).
-    #[arg(long)]
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
     #[serde(default)]
     pub init: Option<bool>,
     /// Log format: text or json.
