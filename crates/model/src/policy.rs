@@ -179,7 +179,7 @@ pub fn check_narrowing<'a>(
 /// Whether a datacenter satisfies a request's own constraints (already known to be narrowing).
 pub fn within_constraints(constraints: &PlacementConstraints, dc: &Datacenter) -> bool {
     let id = dc.meta.as_ref().map_or("", |m| m.id.as_str());
-    (constraints.countries.is_empty() || constraints.countries.iter().any(|c| *c == dc.country))
+    (constraints.countries.is_empty() || constraints.countries.contains(&dc.country))
         && (constraints.datacenter_ids.is_empty()
             || constraints.datacenter_ids.iter().any(|d| d == id))
 }

@@ -146,7 +146,7 @@ impl Violations {
 
     /// Allocation ratio: 0 means "use the default"; otherwise finite, > 0 and at most 64.
     pub fn ratio(&mut self, field: &str, v: f64) {
-        if !v.is_finite() || v < 0.0 || v > 64.0 {
+        if !v.is_finite() || !(0.0..=64.0).contains(&v) {
             self.add(field, "must be between 0 (default) and 64");
         }
     }
