@@ -107,7 +107,11 @@ impl Server {
     pub async fn channel(&self) -> Channel {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            match Channel::from_shared(self.endpoint()).unwrap().connect().await {
+            match Channel::from_shared(self.endpoint())
+                .unwrap()
+                .connect()
+                .await
+            {
                 Ok(c) => return c,
                 Err(e) if Instant::now() > deadline => {
                     panic!("server {} not reachable: {e}", self.id)
@@ -176,7 +180,14 @@ impl Clients {
         }
     }
 
-    pub async fn datacenter(&mut self, name: &str, country: &str, op_country: &str, parent: &str, certs: &[&str]) -> Datacenter {
+    pub async fn datacenter(
+        &mut self,
+        name: &str,
+        country: &str,
+        op_country: &str,
+        parent: &str,
+        certs: &[&str],
+    ) -> Datacenter {
         self.infra
             .create_datacenter(CreateDatacenterRequest {
                 name: name.into(),
@@ -243,7 +254,12 @@ impl Clients {
             .unwrap();
     }
 
-    pub async fn project(&mut self, name: &str, policy: SovereigntyPolicy, quota: Option<Quota>) -> Project {
+    pub async fn project(
+        &mut self,
+        name: &str,
+        policy: SovereigntyPolicy,
+        quota: Option<Quota>,
+    ) -> Project {
         self.identity
             .create_project(CreateProjectRequest {
                 name: name.into(),
@@ -257,7 +273,12 @@ impl Clients {
             .into_inner()
     }
 
-    pub async fn instance(&mut self, name: &str, project: &str, c: PlacementConstraints) -> Result<Instance, tonic::Status> {
+    pub async fn instance(
+        &mut self,
+        name: &str,
+        project: &str,
+        c: PlacementConstraints,
+    ) -> Result<Instance, tonic::Status> {
         self.compute
             .create_instance(CreateInstanceRequest {
                 name: name.into(),
@@ -285,7 +306,12 @@ impl Clients {
     }
 }
 
-pub fn policy(countries: &[&str], jurisdictions: &[&str], certs: &[&str], immunity: bool) -> SovereigntyPolicy {
+pub fn policy(
+    countries: &[&str],
+    jurisdictions: &[&str],
+    certs: &[&str],
+    immunity: bool,
+) -> SovereigntyPolicy {
     SovereigntyPolicy {
         allowed_countries: countries.iter().map(|c| c.to_string()).collect(),
         allowed_jurisdictions: jurisdictions.iter().map(|c| c.to_string()).collect(),

@@ -24,9 +24,11 @@ fn none() -> PlacementConstraints {
 async fn sovereignty_policies_place_exactly_where_they_should() {
     let root = tempfile::tempdir().unwrap();
     let (_s, mut c) = one_server(root.path()).await;
-    c.datacenter("paris", "FR", "FR", "FR", &["secnumcloud"]).await;
+    c.datacenter("paris", "FR", "FR", "FR", &["secnumcloud"])
+        .await;
     c.datacenter("frankfurt", "DE", "DE", "DE", &["c5"]).await;
-    c.datacenter("lyon-us", "FR", "FR", "US", &["secnumcloud"]).await;
+    c.datacenter("lyon-us", "FR", "FR", "US", &["secnumcloud"])
+        .await;
     c.datacenter("oslo", "NO", "NO", "NO", &[]).await;
     for dc in ["paris", "frankfurt", "lyon-us", "oslo"] {
         c.host(&format!("{dc}-h1"), dc, 64, 1.0).await;
@@ -34,11 +36,31 @@ async fn sovereignty_policies_place_exactly_where_they_should() {
     c.flavor_and_image().await;
 
     let cases: Vec<(&str, SovereigntyPolicy, Vec<&str>)> = vec![
-        ("fr-only", policy(&["FR"], &[], &[], false), vec!["paris", "lyon-us"]),
-        ("eu", policy(&[], &["EU"], &[], false), vec!["paris", "frankfurt", "lyon-us"]),
-        ("eea", policy(&[], &["EEA"], &[], false), vec!["paris", "frankfurt", "lyon-us", "oslo"]),
-        ("immune", policy(&[], &["EU"], &[], true), vec!["paris", "frankfurt"]),
-        ("snc", policy(&[], &[], &["secnumcloud"], false), vec!["paris", "lyon-us"]),
+        (
+            "fr-only",
+            policy(&["FR"], &[], &[], false),
+            vec!["paris", "lyon-us"],
+        ),
+        (
+            "eu",
+            policy(&[], &["EU"], &[], false),
+            vec!["paris", "frankfurt", "lyon-us"],
+        ),
+        (
+            "eea",
+            policy(&[], &["EEA"], &[], false),
+            vec!["paris", "frankfurt", "lyon-us", "oslo"],
+        ),
+        (
+            "immune",
+            policy(&[], &["EU"], &[], true),
+            vec!["paris", "frankfurt"],
+        ),
+        (
+            "snc",
+            policy(&[], &[], &["secnumcloud"], false),
+            vec!["paris", "lyon-us"],
+        ),
     ];
     let dcs: HashMap<String, String> = c
         .infra
@@ -55,16 +77,24 @@ async fn sovereignty_policies_place_exactly_where_they_should() {
         .collect();
     for (name, pol, allowed) in cases {
         c.project(name, pol, None).await;
-        let want: std::collections::BTreeSet<String> = allowed.iter().map(|s| s.to_string()).collect();
+        let want: std::collections::BTreeSet<String> =
+            allowed.iter().map(|s| s.to_string()).collect();
         // Unconstrained placements land only inside the policy...
         for i in 0..6 {
             let inst = c.instance(&format!("vm-{i}"), name, none()).await.unwrap();
-            assert!(want.contains(&dcs[&inst.datacenter_id]), "project {name} placed in {}", dcs[&inst.datacenter_id]);
+            assert!(
+                want.contains(&dcs[&inst.datacenter_id]),
+                "project {name} placed in {}",
+                dcs[&inst.datacenter_id]
+            );
         }
         // ...and each datacenter is reachable exactly when the policy allows it.
         let mut reachable = std::collections::BTreeSet::new();
         for dc in ["paris", "frankfurt", "lyon-us", "oslo"] {
-            let pin = PlacementConstraints { countries: vec![], datacenter_ids: vec![dc.into()] };
+            let pin = PlacementConstraints {
+                countries: vec![],
+                datacenter_ids: vec![dc.into()],
+            };
             match c.instance(&format!("pin-{dc}"), name, pin).await {
                 Ok(inst) => {
                     assert_eq!(dcs[&inst.datacenter_id], dc);
@@ -78,31 +108,64 @@ async fn sovereignty_policies_place_exactly_where_they_should() {
 
     // Narrowing inside the policy works; leaving it is refused, naming the policy.
     let inst = c
-        .instance("narrow", "eu", PlacementConstraints { countries: vec!["DE".into()], datacenter_ids: vec![] })
+        .instance(
+            "narrow",
+            "eu",
+            PlacementConstraints {
+                countries: vec!["DE".into()],
+                datacenter_ids: vec![],
+            },
+        )
         .await
         .unwrap();
     assert_eq!(inst.country, "DE");
     let before = c.instances("fr-only", false).await.len();
     let err = c
-        .instance("escape", "fr-only", PlacementConstraints { countries: vec!["DE".into()], datacenter_ids: vec![] })
+        .instance(
+            "escape",
+            "fr-only",
+            PlacementConstraints {
+                countries: vec!["DE".into()],
+                datacenter_ids: vec![],
+            },
+        )
         .await
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::FailedPrecondition);
-    assert!(err.message().contains("sovereignty policy of project fr-only"), "{}", err.message());
+    assert!(
+        err.message()
+            .contains("sovereignty policy of project fr-only"),
+        "{}",
+        err.message()
+    );
     assert!(err.message().contains("countries FR"), "{}", err.message());
     let err = c
-        .instance("escape2", "immune", PlacementConstraints { countries: vec![], datacenter_ids: vec!["oslo".into()] })
+        .instance(
+            "escape2",
+            "immune",
+            PlacementConstraints {
+                countries: vec![],
+                datacenter_ids: vec!["oslo".into()],
+            },
+        )
         .await
         .unwrap_err();
-    assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{}", err.message());
+    assert_eq!(
+        err.code(),
+        tonic::Code::FailedPrecondition,
+        "{}",
+        err.message()
+    );
     assert_eq!(c.instances("fr-only", false).await.len(), before);
 
     // A refused placement explains itself per filter.
-    c.project("us-only", policy(&["US"], &[], &[], false), None).await;
+    c.project("us-only", policy(&["US"], &[], &[], false), None)
+        .await;
     let err = c.instance("nowhere", "us-only", none()).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::ResourceExhausted);
     assert!(
-        err.message().contains("4 hosts considered: 4 excluded by project policy"),
+        err.message()
+            .contains("4 hosts considered: 4 excluded by project policy"),
         "{}",
         err.message()
     );
@@ -133,7 +196,13 @@ async fn races_never_overbook_capacity_or_quota_and_request_ids_dedupe() {
         }
     }
     assert_eq!(ok, 100);
-    let hosts = c.infra.list_hosts(ListHostsRequest::default()).await.unwrap().into_inner().hosts;
+    let hosts = c
+        .infra
+        .list_hosts(ListHostsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .hosts;
     for h in hosts {
         let used = h.used.unwrap().vcpus;
         assert!(used <= 25, "host over its allocation ratio: {used}");
@@ -141,7 +210,15 @@ async fn races_never_overbook_capacity_or_quota_and_request_ids_dedupe() {
 
     // The same for a quota, with plenty of capacity.
     c.host("big", "paris", 1000, 4.0).await;
-    c.project("quota", policy(&[], &[], &[], false), Some(Quota { instances: Some(50), ..Default::default() })).await;
+    c.project(
+        "quota",
+        policy(&[], &[], &[], false),
+        Some(Quota {
+            instances: Some(50),
+            ..Default::default()
+        }),
+    )
+    .await;
     let tasks: Vec<_> = (0..120)
         .map(|i| {
             let mut c = c.clone();
@@ -155,7 +232,18 @@ async fn races_never_overbook_capacity_or_quota_and_request_ids_dedupe() {
         }
     }
     assert_eq!(ok, 50);
-    let p = c.identity.get_project(GetRequest { r#ref: Some(ResourceRef { id_or_name: "quota".into(), project: String::new() }), read: None }).await.unwrap().into_inner();
+    let p = c
+        .identity
+        .get_project(GetRequest {
+            r#ref: Some(ResourceRef {
+                id_or_name: "quota".into(),
+                project: String::new(),
+            }),
+            read: None,
+        })
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(p.usage.unwrap().instances, 50);
 
     // The same request id twice gives one instance.
@@ -168,7 +256,12 @@ async fn races_never_overbook_capacity_or_quota_and_request_ids_dedupe() {
         request_id: "retry-42".into(),
         ..Default::default()
     };
-    let a = c.compute.create_instance(req.clone()).await.unwrap().into_inner();
+    let a = c
+        .compute
+        .create_instance(req.clone())
+        .await
+        .unwrap()
+        .into_inner();
     let b = c.compute.create_instance(req).await.unwrap().into_inner();
     assert_eq!(a.meta.unwrap().id, b.meta.unwrap().id);
     assert_eq!(c.instances("idem", false).await.len(), 1);
@@ -192,19 +285,43 @@ async fn invalid_input_names_the_field_and_changes_nothing() {
     };
     let long = "a".repeat(10_000);
     let cases: Vec<(CreateInstanceRequest, &str)> = vec![
-        (CreateInstanceRequest { name: String::new(), ..base.clone() }, "name"),
-        (CreateInstanceRequest { name: long.clone(), ..base.clone() }, "name"),
-        (CreateInstanceRequest { flavor: "nope".into(), ..base.clone() }, "flavor"),
         (
             CreateInstanceRequest {
-                constraints: Some(PlacementConstraints { countries: vec!["XX".into()], datacenter_ids: vec![] }),
+                name: String::new(),
+                ..base.clone()
+            },
+            "name",
+        ),
+        (
+            CreateInstanceRequest {
+                name: long.clone(),
+                ..base.clone()
+            },
+            "name",
+        ),
+        (
+            CreateInstanceRequest {
+                flavor: "nope".into(),
+                ..base.clone()
+            },
+            "flavor",
+        ),
+        (
+            CreateInstanceRequest {
+                constraints: Some(PlacementConstraints {
+                    countries: vec!["XX".into()],
+                    datacenter_ids: vec![],
+                }),
                 ..base.clone()
             },
             "constraints.countries[0]",
         ),
         (
             CreateInstanceRequest {
-                constraints: Some(PlacementConstraints { countries: vec![], datacenter_ids: vec!["atlantis".into()] }),
+                constraints: Some(PlacementConstraints {
+                    countries: vec![],
+                    datacenter_ids: vec!["atlantis".into()],
+                }),
                 ..base.clone()
             },
             "constraints.datacenter_ids[0]",
@@ -212,44 +329,91 @@ async fn invalid_input_names_the_field_and_changes_nothing() {
     ];
     for (req, field) in cases {
         let e = c.compute.create_instance(req).await.unwrap_err();
-        assert_eq!(e.code(), tonic::Code::InvalidArgument, "{field}: {}", e.message());
+        assert_eq!(
+            e.code(),
+            tonic::Code::InvalidArgument,
+            "{field}: {}",
+            e.message()
+        );
         let fields: Vec<String> = e
             .get_details_bad_request()
             .map(|b| b.field_violations.into_iter().map(|v| v.field).collect())
             .unwrap_or_default();
-        assert!(fields.iter().any(|f| f == field), "{field} not in {fields:?}");
+        assert!(
+            fields.iter().any(|f| f == field),
+            "{field} not in {fields:?}"
+        );
     }
     let e = c
         .infra
-        .create_flavor(CreateFlavorRequest { name: "zero".into(), vcpus: 0, memory_mib: 1, disk_gib: 1, request_id: String::new() })
+        .create_flavor(CreateFlavorRequest {
+            name: "zero".into(),
+            vcpus: 0,
+            memory_mib: 1,
+            disk_gib: 1,
+            request_id: String::new(),
+        })
         .await
         .unwrap_err();
     assert_eq!(e.code(), tonic::Code::InvalidArgument);
     assert!(e.message().contains("vcpus"));
     let e = c
         .infra
-        .create_datacenter(CreateDatacenterRequest { name: "x".into(), country: "ZZ".into(), ..Default::default() })
+        .create_datacenter(CreateDatacenterRequest {
+            name: "x".into(),
+            country: "ZZ".into(),
+            ..Default::default()
+        })
         .await
         .unwrap_err();
     assert_eq!(e.code(), tonic::Code::InvalidArgument);
     assert!(e.message().contains("country"));
     let e = c
         .infra
-        .set_host_state(SetHostStateRequest { r#ref: Some(ResourceRef { id_or_name: "h1".into(), project: String::new() }), state: 99 })
+        .set_host_state(SetHostStateRequest {
+            r#ref: Some(ResourceRef {
+                id_or_name: "h1".into(),
+                project: String::new(),
+            }),
+            state: 99,
+        })
         .await
         .unwrap_err();
     assert_eq!(e.code(), tonic::Code::InvalidArgument);
     assert!(e.message().contains("state"));
     let e = c
         .volumes
-        .create_volume(CreateVolumeRequest { name: "v".into(), project: "p".into(), size_gib: 0, ..Default::default() })
+        .create_volume(CreateVolumeRequest {
+            name: "v".into(),
+            project: "p".into(),
+            size_gib: 0,
+            ..Default::default()
+        })
         .await
         .unwrap_err();
     assert_eq!(e.code(), tonic::Code::InvalidArgument);
     assert!(e.message().contains("size_gib"));
     assert!(c.instances("p", false).await.is_empty());
-    assert_eq!(c.infra.list_flavors(ListRequest::default()).await.unwrap().into_inner().flavors.len(), 1);
-    assert_eq!(c.infra.list_datacenters(ListDatacentersRequest::default()).await.unwrap().into_inner().datacenters.len(), 1);
+    assert_eq!(
+        c.infra
+            .list_flavors(ListRequest::default())
+            .await
+            .unwrap()
+            .into_inner()
+            .flavors
+            .len(),
+        1
+    );
+    assert_eq!(
+        c.infra
+            .list_datacenters(ListDatacentersRequest::default())
+            .await
+            .unwrap()
+            .into_inner()
+            .datacenters
+            .len(),
+        1
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -262,14 +426,25 @@ async fn kill9_and_restart_keeps_every_acknowledged_write() {
     c.project("p", policy(&["FR"], &[], &[], false), None).await;
     let mut acked = Vec::new();
     for i in 0..50 {
-        acked.push(c.instance(&format!("vm-{i}"), "p", none()).await.unwrap().meta.unwrap().id);
+        acked.push(
+            c.instance(&format!("vm-{i}"), "p", none())
+                .await
+                .unwrap()
+                .meta
+                .unwrap()
+                .id,
+        );
     }
     s.kill9();
     s.start(false);
     let mut c = s.clients().await;
     c.wait_leader().await;
-    let ids: std::collections::BTreeSet<String> =
-        c.instances("p", false).await.into_iter().map(|i| i.meta.unwrap().id).collect();
+    let ids: std::collections::BTreeSet<String> = c
+        .instances("p", false)
+        .await
+        .into_iter()
+        .map(|i| i.meta.unwrap().id)
+        .collect();
     for id in &acked {
         assert!(ids.contains(id), "acknowledged instance {id} lost");
     }

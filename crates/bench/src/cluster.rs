@@ -29,7 +29,9 @@ impl Server {
 
     /// The exit status if the process is gone (a crash or a failed bind).
     fn exited(&mut self) -> Option<std::process::ExitStatus> {
-        self.child.as_mut().and_then(|c| c.try_wait().ok().flatten())
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
     }
 }
 
@@ -141,8 +143,12 @@ impl Cluster {
         eprintln!("bench: {} server(s) answering", self.servers.len());
 
         let first = self.conn(0).await?;
-        self.wait_until("node 1 to lead", |st| st.iter().all(|s| s.state == "leader"), &[0])
-            .await?;
+        self.wait_until(
+            "node 1 to lead",
+            |st| st.iter().all(|s| s.state == "leader"),
+            &[0],
+        )
+        .await?;
         if nodes > 1 {
             for s in &self.servers[1..] {
                 let req = AddLearnerRequest {

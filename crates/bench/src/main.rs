@@ -123,7 +123,9 @@ async fn run(args: &Args, cluster: &mut Cluster) -> anyhow::Result<Report> {
         server_bin.display(),
         cluster.work_path().display()
     );
-    let leader = cluster.start(&server_bin, args.nodes, args.base_port).await?;
+    let leader = cluster
+        .start(&server_bin, args.nodes, args.base_port)
+        .await?;
     let leader_index = cluster
         .servers
         .iter()
@@ -137,9 +139,7 @@ async fn run(args: &Args, cluster: &mut Cluster) -> anyhow::Result<Report> {
     let register_time = setup::build(&setup_conn, args.hosts).await?;
 
     let concurrency = usize::try_from(args.concurrency).unwrap_or(usize::MAX);
-    let per_node = usize::try_from(args.nodes)
-        .unwrap_or(1)
-        .max(1);
+    let per_node = usize::try_from(args.nodes).unwrap_or(1).max(1);
     let conns_per_node = concurrency.div_ceil(per_node * STREAMS_PER_CONN).max(1);
     let mut targets = Vec::new();
     for i in 0..cluster.servers.len() {
@@ -194,7 +194,10 @@ async fn run(args: &Args, cluster: &mut Cluster) -> anyhow::Result<Report> {
         .iter()
         .enumerate()
         .map(|(i, s)| {
-            let cpu = match (cpu_before.get(i).copied().flatten(), cpu_after.get(i).copied().flatten()) {
+            let cpu = match (
+                cpu_before.get(i).copied().flatten(),
+                cpu_after.get(i).copied().flatten(),
+            ) {
                 (Some(a), Some(b)) => b.saturating_sub(a) as f64 / ticks,
                 _ => 0.0,
             };
@@ -202,9 +205,7 @@ async fn run(args: &Args, cluster: &mut Cluster) -> anyhow::Result<Report> {
                 node_id: s.node_id,
                 leader: s.node_id == leader,
                 cpu_s: round3(cpu),
-                peak_rss_mib: round3(
-                    peaks.get(i).map(|p| p.rss_kib).unwrap_or(0) as f64 / 1024.0,
-                ),
+                peak_rss_mib: round3(peaks.get(i).map(|p| p.rss_kib).unwrap_or(0) as f64 / 1024.0),
             }
         })
         .collect();
