@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used)]
 
 use andromede_api::v1::*;
-use andromede_tests::{bin, policy, Clients, Server, TOKEN};
+use andromede_tests::{bin, policy, Server, TOKEN};
 use std::time::{Duration, Instant};
 
 fn none() -> PlacementConstraints {

@@ -120,6 +120,8 @@ impl Cluster {
                 // Through the environment so the token stays out of the process list.
                 .env("ANDROMEDE_TOKEN", &self.token)
                 .env_remove("ANDROMEDE_CLUSTER_TOKEN")
+                // The logs go to files: escape codes would only clutter them.
+                .env("NO_COLOR", "1")
                 .stdin(Stdio::null())
                 .stdout(out)
                 .stderr(err)
@@ -262,6 +264,26 @@ impl Cluster {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// The leader and term as seen by the node with the highest term, or None if no node
+    /// answers. Comparing two of these tells whether an election happened in between.
+    pub async fn leadership(&self) -> Option<(u64, u64)> {
+        let mut best: Option<(u64, u64)> = None;
+        for i in 0..self.servers.len() {
+            let Ok(conn) = self.conn(i).await else {
+                continue;
+            };
+            let mut c = conn.cluster();
+            let call = c.status(ClusterStatusRequest {});
+            if let Ok(Ok(r)) = tokio::time::timeout(Duration::from_secs(2), call).await {
+                let st = r.into_inner();
+                if best.is_none_or(|(_, term)| st.term > term) {
+                    best = Some((st.leader_id, st.term));
+                }
+            }
+        }
+        best
     }
 
     /// Node ids whose process is no longer running.

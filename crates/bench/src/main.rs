@@ -73,6 +73,12 @@ struct Report {
     creates_per_s: f64,
     latency_ms: Latency,
     register_hosts_s: f64,
+    /// Leader when the create phase started and when it ended (0: none known).
+    leader_start: u64,
+    leader_end: u64,
+    /// Raft term increments during the create phase, i.e. election rounds: usually a leader
+    /// whose heartbeats came late under load.
+    elections: u64,
     servers: Vec<ServerReport>,
 }
 
@@ -87,8 +93,6 @@ struct Latency {
 #[derive(Serialize)]
 struct ServerReport {
     node_id: u64,
-    /// Whether this node led the cluster when the create phase started.
-    leader: bool,
     cpu_s: f64,
     peak_rss_mib: f64,
 }
@@ -150,6 +154,7 @@ async fn run(args: &Args, cluster: &mut Cluster) -> anyhow::Result<Report> {
         targets.push(conns);
     }
 
+    let before = cluster.leadership().await;
     let ticks = procstat::clock_ticks();
     let cpu_before: Vec<Option<u64>> = pids
         .iter()
@@ -180,6 +185,7 @@ async fn run(args: &Args, cluster: &mut Cluster) -> anyhow::Result<Report> {
         .map(|p| p.and_then(procstat::cpu_ticks))
         .collect();
     let peaks = sampler.finish(&pids);
+    let after = cluster.leadership().await;
 
     for (code, msg) in &res.first_error {
         eprintln!("bench: first {code} error: {msg}");
@@ -203,7 +209,6 @@ async fn run(args: &Args, cluster: &mut Cluster) -> anyhow::Result<Report> {
             };
             ServerReport {
                 node_id: s.node_id,
-                leader: s.node_id == leader,
                 cpu_s: round3(cpu),
                 peak_rss_mib: round3(peaks.get(i).map(|p| p.rss_kib).unwrap_or(0) as f64 / 1024.0),
             }
@@ -228,6 +233,12 @@ async fn run(args: &Args, cluster: &mut Cluster) -> anyhow::Result<Report> {
             max: round3(lat.last().copied().unwrap_or(0) as f64 / 1000.0),
         },
         register_hosts_s: round3(register_time.as_secs_f64()),
+        leader_start: before.map(|(l, _)| l).unwrap_or(0),
+        leader_end: after.map(|(l, _)| l).unwrap_or(0),
+        elections: match (before, after) {
+            (Some((_, a)), Some((_, b))) => b.saturating_sub(a),
+            _ => 0,
+        },
         servers,
     })
 }
