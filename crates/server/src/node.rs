@@ -44,8 +44,9 @@ pub struct Node {
     pub raft: Raft,
     pub shared: Arc<Shared>,
     pub peers: Peers,
-    /// Resources held by plans proposed but not yet applied, per host.
-    reservations: Mutex<HashMap<String, Resources>>,
+    /// Plans proposed but not yet released: resource id → (host, resources). A reservation stops
+    /// counting as soon as its resource exists in the applied state, so it is never counted twice.
+    reservations: Mutex<HashMap<String, (String, Resources)>>,
     /// Serializes planning so two concurrent creates see each other's reservations.
     plan_lock: tokio::sync::Mutex<()>,
     pub strategy: Strategy,
@@ -209,8 +210,16 @@ impl Node {
 
     /// Plans against state plus reservations; returns the explanation (chosen host reserved).
     fn plan(&self, req: &Request<'_>) -> Explanation {
-        let reserved = self.reservations.lock().unwrap_or_else(|p| p.into_inner());
+        let pending = self.reservations.lock().unwrap_or_else(|p| p.into_inner());
         self.read(|state| {
+            let mut reserved: HashMap<String, Resources> = HashMap::new();
+            for (id, (host, r)) in pending.iter() {
+                if state.instances.contains_key(id) || state.volumes.contains_key(id) {
+                    continue;
+                }
+                let e = reserved.entry(host.clone()).or_default();
+                *e = andromede_model::capacity::add(e, r);
+            }
             andromede_placement::place(
                 &View {
                     state,
@@ -221,22 +230,19 @@ impl Node {
         })
     }
 
-    fn reserve(&self, host: &str, r: &Resources, add: bool) {
+    fn reserve(&self, id: &str, host: &str, r: &Resources, add: bool) {
         let mut m = self.reservations.lock().unwrap_or_else(|p| p.into_inner());
-        let e = m.entry(host.to_string()).or_default();
-        *e = if add {
-            andromede_model::capacity::add(e, r)
+        if add {
+            m.insert(id.to_string(), (host.to_string(), *r));
         } else {
-            andromede_model::capacity::sub(e, r)
-        };
-        if *e == Resources::default() {
-            m.remove(host);
+            m.remove(id);
         }
     }
 
     /// Schedules, reserves, writes, releases; re-plans if the plan went stale before apply.
     async fn place_and_write(
         &self,
+        id: &str,
         resources: Resources,
         build: impl Fn(&State) -> Result<PlanInput, ApiError>,
         make: impl Fn(&str) -> Command,
@@ -256,7 +262,7 @@ impl Node {
                 let e = self.plan(&req);
                 let host = e.chosen.as_ref().map(|c| c.host_id.clone());
                 if let Some(h) = &host {
-                    self.reserve(h, &resources, true);
+                    self.reserve(id, h, &resources, true);
                 }
                 (e, host)
             };
@@ -265,7 +271,7 @@ impl Node {
                 return Err(ApiError::NoHost(explanation.summary()));
             };
             let r = self.write(make(&host)).await;
-            self.reserve(&host, &resources, false);
+            self.reserve(id, &host, &resources, false);
             match r {
                 Err(ApiError::Cmd(e)) if e.code == CmdErrorCode::Aborted => continue,
                 other => {
@@ -301,7 +307,7 @@ impl Node {
                 pin_host: None,
             })
         };
-        self.place_and_write(resources, build, |host| {
+        self.place_and_write(&m.id, resources, build, |host| {
             let mut i = inst.clone();
             i.host_id = host.to_string();
             Command::CreateInstance(i)
@@ -340,7 +346,7 @@ impl Node {
                 pin_host,
             })
         };
-        self.place_and_write(resources, build, |host| {
+        self.place_and_write(&m.id, resources, build, |host| {
             let mut v = vol.clone();
             v.host_id = host.to_string();
             Command::CreateVolume(v)
