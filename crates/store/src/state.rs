@@ -320,27 +320,13 @@ impl State {
                 Ok(Reply::Datacenter(self.updated(id, at)))
             }
             Command::DeleteDatacenter { id } => {
-                if !self.datacenters.contains_key(id) {
-                    return Ok(Reply::Deleted {
-                        id: id.clone(),
-                        existed: false,
-                    });
-                }
                 let n = self
                     .hosts
                     .values()
                     .filter(|h| h.datacenter_id == *id)
                     .count();
-                if n > 0 {
-                    return Err(err(
-                        Code::FailedPrecondition,
-                        format!("datacenter still has {n} host(s); delete them first"),
-                    ));
-                }
-                self.remove::<Datacenter>(id, at);
-                Ok(Reply::Deleted {
-                    id: id.clone(),
-                    existed: true,
+                self.delete_if_unused::<Datacenter>(id, at, n, |n| {
+                    format!("datacenter still has {n} host(s); delete them first")
                 })
             }
             Command::RegisterHost(h) => {
@@ -365,24 +351,10 @@ impl State {
                 Ok(Reply::Host(self.updated(id, at)))
             }
             Command::DeleteHost { id } => {
-                if !self.hosts.contains_key(id) {
-                    return Ok(Reply::Deleted {
-                        id: id.clone(),
-                        existed: false,
-                    });
-                }
                 let n = self.instances.values().filter(|i| i.host_id == *id).count()
                     + self.volumes.values().filter(|v| v.host_id == *id).count();
-                if n > 0 {
-                    return Err(err(
-                        Code::FailedPrecondition,
-                        format!("host still holds {n} instance(s) or volume(s)"),
-                    ));
-                }
-                self.remove::<Host>(id, at);
-                Ok(Reply::Deleted {
-                    id: id.clone(),
-                    existed: true,
+                self.delete_if_unused::<Host>(id, at, n, |n| {
+                    format!("host still holds {n} instance(s) or volume(s)")
                 })
             }
             Command::CreateFlavor(f) => {
@@ -443,37 +415,12 @@ impl State {
                 Ok(Reply::Project(self.updated(id, at)))
             }
             Command::DeleteProject { id } => {
-                if !self.projects.contains_key(id) {
-                    return Ok(Reply::Deleted {
-                        id: id.clone(),
-                        existed: false,
-                    });
-                }
-                let n = self
-                    .instances
-                    .values()
-                    .filter(|i| i.meta().project_id == *id)
-                    .count()
-                    + self
-                        .volumes
-                        .values()
-                        .filter(|v| v.meta().project_id == *id)
-                        .count()
-                    + self
-                        .groups
-                        .values()
-                        .filter(|g| g.meta().project_id == *id)
-                        .count();
-                if n > 0 {
-                    return Err(err(
-                        Code::FailedPrecondition,
-                        format!("project still owns {n} resource(s); delete them first"),
-                    ));
-                }
-                self.remove::<Project>(id, at);
-                Ok(Reply::Deleted {
-                    id: id.clone(),
-                    existed: true,
+                let owned = |m: &andromede_api::v1::Meta| m.project_id == *id;
+                let n = self.instances.values().filter(|i| owned(i.meta())).count()
+                    + self.volumes.values().filter(|v| owned(v.meta())).count()
+                    + self.groups.values().filter(|g| owned(g.meta())).count();
+                self.delete_if_unused::<Project>(id, at, n, |n| {
+                    format!("project still owns {n} resource(s); delete them first")
                 })
             }
             Command::CreateInstance(inst) => self.create_instance(inst, at),
@@ -494,15 +441,10 @@ impl State {
                 self.insert(g, at).map(Reply::ServerGroup)
             }
             Command::DeleteServerGroup { id } => {
-                if let Some(g) = self.groups.get(id) {
-                    if !g.members.is_empty() {
-                        return Err(err(
-                            Code::FailedPrecondition,
-                            format!("server group still has {} member(s)", g.members.len()),
-                        ));
-                    }
-                }
-                Ok(self.delete_plain::<ServerGroup>(id, at))
+                let n = self.groups.get(id).map_or(0, |g| g.members.len());
+                self.delete_if_unused::<ServerGroup>(id, at, n, |n| {
+                    format!("server group still has {n} member(s)")
+                })
             }
             Command::CreateVolume(v) => self.create_volume(v, at),
             Command::VolumeOp {
@@ -517,6 +459,23 @@ impl State {
                 Ok(Reply::Done)
             }
         }
+    }
+
+    /// Deletes a resource nothing depends on any more; `blockers` counts what still does.
+    fn delete_if_unused<T: Resource>(
+        &mut self,
+        id: &str,
+        at: i64,
+        blockers: usize,
+        why: impl FnOnce(usize) -> String,
+    ) -> Result<Reply, CmdError>
+    where
+        Self: Table<T>,
+    {
+        if blockers > 0 && <Self as Table<T>>::table(self).contains_key(id) {
+            return Err(err(Code::FailedPrecondition, why(blockers)));
+        }
+        Ok(self.delete_plain::<T>(id, at))
     }
 
     fn delete_plain<T: Resource>(&mut self, id: &str, at: i64) -> Reply
@@ -583,12 +542,7 @@ impl State {
         }
         let project: &Project = self.get(&m.project_id)?;
         let res = inst.resources.unwrap_or_default();
-        let delta = Usage {
-            instances: 1,
-            vcpus: res.vcpus,
-            memory_mib: res.memory_mib,
-            ..Default::default()
-        };
+        let delta = instance_usage(&res);
         quota::check(
             project.quota.as_ref(),
             &project.usage.unwrap_or_default(),
@@ -729,12 +683,7 @@ impl State {
         };
         let res = inst.resources.unwrap_or_default();
         self.charge_host(&inst.host_id, &res, false, at);
-        let delta = Usage {
-            instances: 1,
-            vcpus: res.vcpus,
-            memory_mib: res.memory_mib,
-            ..Default::default()
-        };
+        let delta = instance_usage(&res);
         self.charge_project(&inst.meta().project_id, &delta, false, at);
         if let Some(g) = self.groups.get_mut(&inst.server_group_id) {
             g.members.retain(|m| m != id);
@@ -761,11 +710,7 @@ impl State {
             return Ok(r);
         }
         let project: &Project = self.get(&m.project_id)?;
-        let delta = Usage {
-            volumes: 1,
-            volume_gib: v.size_gib,
-            ..Default::default()
-        };
+        let delta = volume_usage(v.size_gib);
         quota::check(
             project.quota.as_ref(),
             &project.usage.unwrap_or_default(),
@@ -880,11 +825,7 @@ impl State {
                 ..Default::default()
             };
             self.charge_host(&v.host_id, &res, false, at);
-            let delta = Usage {
-                volumes: 1,
-                volume_gib: v.size_gib,
-                ..Default::default()
-            };
+            let delta = volume_usage(v.size_gib);
             self.charge_project(&v.meta().project_id, &delta, false, at);
             return;
         }
@@ -936,6 +877,25 @@ impl State {
         idx(&mut self.names, &self.instances);
         idx(&mut self.names, &self.volumes);
         idx(&mut self.names, &self.groups);
+    }
+}
+
+/// What one instance counts against its project's quota.
+fn instance_usage(res: &Resources) -> Usage {
+    Usage {
+        instances: 1,
+        vcpus: res.vcpus,
+        memory_mib: res.memory_mib,
+        ..Default::default()
+    }
+}
+
+/// What one volume counts against its project's quota.
+fn volume_usage(size_gib: u64) -> Usage {
+    Usage {
+        volumes: 1,
+        volume_gib: size_gib,
+        ..Default::default()
     }
 }
 

@@ -1,6 +1,6 @@
 //! ComputeService: instances (placed by the leader's scheduler) and server groups.
 
-use super::{check, deleted, find, meta, project_id, stale, upper, Api};
+use super::{check, deleted, find, list_in_project, meta, project_id, stale, upper, Api};
 use crate::error::ApiError;
 use crate::node::Proposal;
 use crate::reply;
@@ -155,28 +155,14 @@ impl ComputeService for Api {
     }
 
     async fn get_instance(&self, r: Request<GetRequest>) -> R<Instance> {
-        let r = r.into_inner();
-        Ok(Response::new(
-            self.read(stale(&r.read), |s| find(s, &r.r#ref)).await??,
-        ))
+        self.get(r).await
     }
 
     async fn list_instances(&self, r: Request<ListRequest>) -> R<ListInstancesResponse> {
         let r = r.into_inner();
         let instances = self
             .read(stale(&r.read), |s| {
-                let p = if r.project.is_empty() {
-                    None
-                } else {
-                    Some(project_id(s, "project", &r.project)?)
-                };
-                Ok::<_, ApiError>(
-                    s.instances
-                        .values()
-                        .filter(|i| p.as_ref().is_none_or(|p| i.meta().project_id == *p))
-                        .cloned()
-                        .collect(),
-                )
+                list_in_project::<Instance>(s, &r.project)
             })
             .await??;
         Ok(Response::new(ListInstancesResponse { instances }))
@@ -224,28 +210,14 @@ impl ComputeService for Api {
     }
 
     async fn get_server_group(&self, r: Request<GetRequest>) -> R<ServerGroup> {
-        let r = r.into_inner();
-        Ok(Response::new(
-            self.read(stale(&r.read), |s| find(s, &r.r#ref)).await??,
-        ))
+        self.get(r).await
     }
 
     async fn list_server_groups(&self, r: Request<ListRequest>) -> R<ListServerGroupsResponse> {
         let r = r.into_inner();
         let server_groups = self
             .read(stale(&r.read), |s| {
-                let p = if r.project.is_empty() {
-                    None
-                } else {
-                    Some(project_id(s, "project", &r.project)?)
-                };
-                Ok::<_, ApiError>(
-                    s.groups
-                        .values()
-                        .filter(|g| p.as_ref().is_none_or(|p| g.meta().project_id == *p))
-                        .cloned()
-                        .collect(),
-                )
+                list_in_project::<ServerGroup>(s, &r.project)
             })
             .await??;
         Ok(Response::new(ListServerGroupsResponse { server_groups }))

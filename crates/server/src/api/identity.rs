@@ -77,10 +77,7 @@ impl IdentityService for Api {
     }
 
     async fn get_project(&self, r: Request<GetRequest>) -> R<Project> {
-        let r = r.into_inner();
-        Ok(Response::new(
-            self.read(stale(&r.read), |s| find(s, &r.r#ref)).await??,
-        ))
+        self.get(r).await
     }
 
     async fn list_projects(&self, r: Request<ListRequest>) -> R<ListProjectsResponse> {

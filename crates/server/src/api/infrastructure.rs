@@ -101,9 +101,7 @@ impl InfrastructureService for Api {
     }
 
     async fn get_datacenter(&self, r: Request<GetRequest>) -> R<Datacenter> {
-        let r = r.into_inner();
-        let dc = self.read(stale(&r.read), |s| find(s, &r.r#ref)).await??;
-        Ok(Response::new(dc))
+        self.get(r).await
     }
 
     async fn list_datacenters(
@@ -212,10 +210,7 @@ impl InfrastructureService for Api {
     }
 
     async fn get_host(&self, r: Request<GetRequest>) -> R<Host> {
-        let r = r.into_inner();
-        Ok(Response::new(
-            self.read(stale(&r.read), |s| find(s, &r.r#ref)).await??,
-        ))
+        self.get(r).await
     }
 
     async fn list_hosts(&self, r: Request<ListHostsRequest>) -> R<ListHostsResponse> {
@@ -282,10 +277,7 @@ impl InfrastructureService for Api {
     }
 
     async fn get_flavor(&self, r: Request<GetRequest>) -> R<Flavor> {
-        let r = r.into_inner();
-        Ok(Response::new(
-            self.read(stale(&r.read), |s| find(s, &r.r#ref)).await??,
-        ))
+        self.get(r).await
     }
 
     async fn list_flavors(&self, r: Request<ListRequest>) -> R<ListFlavorsResponse> {
@@ -349,10 +341,7 @@ impl InfrastructureService for Api {
     }
 
     async fn get_image(&self, r: Request<GetRequest>) -> R<Image> {
-        let r = r.into_inner();
-        Ok(Response::new(
-            self.read(stale(&r.read), |s| find(s, &r.r#ref)).await??,
-        ))
+        self.get(r).await
     }
 
     async fn list_images(&self, r: Request<ListRequest>) -> R<ListImagesResponse> {

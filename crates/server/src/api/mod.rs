@@ -70,7 +70,39 @@ where
     })
 }
 
+/// Every resource of one kind, limited to one project when `project` names one.
+pub fn list_in_project<T: Resource>(s: &State, project: &str) -> Result<Vec<T>, ApiError>
+where
+    State: Table<T>,
+{
+    let p = if project.is_empty() {
+        None
+    } else {
+        Some(project_id(s, "project", project)?)
+    };
+    Ok(<State as Table<T>>::table(s)
+        .values()
+        .filter(|x| p.as_ref().is_none_or(|p| x.meta().project_id == *p))
+        .cloned()
+        .collect())
+}
+
 impl Api {
+    /// A `Get*` call: one resource by reference, behind the requested read barrier.
+    pub async fn get<T: Resource>(
+        &self,
+        r: tonic::Request<andromede_api::v1::GetRequest>,
+    ) -> Result<tonic::Response<T>, tonic::Status>
+    where
+        State: Table<T>,
+    {
+        let r = r.into_inner();
+        let found = self
+            .read(stale(&r.read), |s| find::<T>(s, &r.r#ref))
+            .await??;
+        Ok(tonic::Response::new(found))
+    }
+
     /// Linearizable (unless `stale`) read of the applied state.
     pub async fn read<R>(&self, stale: bool, f: impl FnOnce(&State) -> R) -> Result<R, ApiError> {
         self.node.read_barrier(stale).await?;

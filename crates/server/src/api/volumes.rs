@@ -1,7 +1,7 @@
 //! VolumeService: host-local volumes, placed under the project's policy like instances.
 
 use super::compute::{check_within_policy, resolve_constraints};
-use super::{check, find, meta, project_id, stale, Api};
+use super::{check, find, list_in_project, meta, project_id, stale, Api};
 use crate::error::ApiError;
 use crate::node::Proposal;
 use crate::reply;
@@ -106,29 +106,13 @@ impl VolumeService for Api {
     }
 
     async fn get_volume(&self, r: Request<GetRequest>) -> R<Volume> {
-        let r = r.into_inner();
-        Ok(Response::new(
-            self.read(stale(&r.read), |s| find(s, &r.r#ref)).await??,
-        ))
+        self.get(r).await
     }
 
     async fn list_volumes(&self, r: Request<ListRequest>) -> R<ListVolumesResponse> {
         let r = r.into_inner();
         let volumes = self
-            .read(stale(&r.read), |s| {
-                let p = if r.project.is_empty() {
-                    None
-                } else {
-                    Some(project_id(s, "project", &r.project)?)
-                };
-                Ok::<_, ApiError>(
-                    s.volumes
-                        .values()
-                        .filter(|x| p.as_ref().is_none_or(|p| x.meta().project_id == *p))
-                        .cloned()
-                        .collect(),
-                )
-            })
+            .read(stale(&r.read), |s| list_in_project::<Volume>(s, &r.project))
             .await??;
         Ok(Response::new(ListVolumesResponse { volumes }))
     }
