@@ -1,0 +1,1 @@
+//! In-memory hypervisor with fault knobs, for scale tests and benchmarks.

@@ -1,0 +1,4 @@
+//! Andromède host agent: enrolls its host, keeps a stream to the control plane and converges the
+//! host's guests and volumes to the replicated desired state.
+
+pub mod hypervisor;

@@ -1,0 +1,5 @@
+//! `andromede-agent`: the per-host agent binary.
+
+fn main() {
+    println!("andromede-agent");
+}
