@@ -249,6 +249,7 @@ impl Clients {
                 min_disk_gib: 0,
                 project: String::new(),
                 request_id: String::new(),
+                ..Default::default()
             })
             .await
             .unwrap();

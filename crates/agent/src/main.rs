@@ -1,5 +1,169 @@
-//! `andromede-agent`: the per-host agent binary.
+//! `andromede-agent`: the per-host agent binary. Enrolls once with a join token, then keeps a
+//! stream to the control plane's leader and converges the host's guests and volumes.
 
-fn main() {
-    println!("andromede-agent");
+use andromede_agent::hypervisor::fake::{Faults, FakeDriver};
+use andromede_agent::hypervisor::{Hypervisor, Inventory};
+use andromede_agent::reconcile::{Reconciler, Timing};
+use andromede_agent::{identity, session};
+use anyhow::Context;
+use clap::Parser;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The Andromède host agent.
+///
+/// First start: `andromede-agent --server HOST:PORT --join-token TOKEN` (an admin creates the
+/// token with `cloudctl host join-token create --datacenter DC`). The host identity it receives
+/// is kept in --state-dir; later starts need no token.
+#[derive(Debug, Parser)]
+#[command(name = "andromede-agent", version)]
+struct Args {
+    /// Control-plane servers (any of them; the agent follows the leader). Repeat or comma-separate.
+    #[arg(long = "server", env = "ANDROMEDE_SERVERS", value_delimiter = ',', required = true)]
+    servers: Vec<String>,
+    /// Where the host identity is kept.
+    #[arg(long, default_value = "/var/lib/andromede/agent")]
+    state_dir: PathBuf,
+    /// One-use join token for the first start (env ANDROMEDE_JOIN_TOKEN).
+    #[arg(long, env = "ANDROMEDE_JOIN_TOKEN", hide_env_values = true)]
+    join_token: Option<String>,
+    /// Name of this host in the region (defaults to the machine's hostname).
+    #[arg(long)]
+    hostname: Option<String>,
+    /// Hypervisor driver: libvirt, fake, or auto (libvirt when it works, else fake, saying so).
+    #[arg(long, default_value = "auto", value_parser = ["auto", "libvirt", "fake"])]
+    driver: String,
+    #[command(flatten)]
+    libvirt: andromede_agent::drivers::LibvirtArgs,
+    /// Fake driver: vCPUs, memory and disk the host reports.
+    #[arg(long, default_value_t = 16)]
+    fake_vcpus: u64,
+    #[arg(long, default_value_t = 65536)]
+    fake_memory_mib: u64,
+    #[arg(long, default_value_t = 1000)]
+    fake_disk_gib: u64,
+    /// Fake driver fault: every start fails.
+    #[arg(long)]
+    fake_fail_start: bool,
+    /// Fake driver fault: every define and start hangs this many milliseconds.
+    #[arg(long)]
+    fake_hang_ms: Option<u64>,
+    /// Fake driver fault: guests die this many seconds after they start.
+    #[arg(long)]
+    fake_die_after_secs: Option<u64>,
+    /// Seconds between heartbeats (keep well under the servers' --host-ttl-secs).
+    #[arg(long, default_value_t = 2)]
+    heartbeat_secs: u64,
+    /// Seconds a graceful (ACPI) stop may take before the power is cut.
+    #[arg(long, default_value_t = 30)]
+    stop_timeout_secs: u64,
+    /// Seconds between checks of a converged guest.
+    #[arg(long, default_value_t = 10)]
+    resync_secs: u64,
+    /// Log format: text or json.
+    #[arg(long, default_value = "text", value_parser = ["text", "json"])]
+    log_format: String,
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "host".into())
+}
+
+fn fake(a: &Args) -> Arc<dyn Hypervisor> {
+    Arc::new(FakeDriver::new(
+        Inventory {
+            vcpus: a.fake_vcpus,
+            memory_mib: a.fake_memory_mib,
+            disk_gib: a.fake_disk_gib,
+        },
+        Faults {
+            fail_start: a.fake_fail_start,
+            hang: a.fake_hang_ms.map(Duration::from_millis),
+            die_after: a.fake_die_after_secs.map(Duration::from_secs),
+        },
+    ))
+}
+
+fn driver(a: &Args) -> anyhow::Result<Arc<dyn Hypervisor>> {
+    match a.driver.as_str() {
+        "fake" => Ok(fake(a)),
+        "libvirt" => andromede_agent::drivers::libvirt(&a.libvirt).context("libvirt driver"),
+        _ => match andromede_agent::drivers::libvirt(&a.libvirt) {
+            Ok(d) => Ok(d),
+            Err(e) => {
+                tracing::warn!(
+                    error = %e,
+                    "libvirt is not usable here; using the fake driver (guests are simulated)"
+                );
+                eprintln!("andromede-agent: libvirt is not usable ({e}); using the FAKE driver: guests are simulated, not real VMs");
+                Ok(fake(a))
+            }
+        },
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let a = Args::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    if a.log_format == "json" {
+        tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(filter)
+            .init();
+    } else {
+        tracing_subscriber::fmt().with_env_filter(filter).init();
+    }
+    anyhow::ensure!(a.heartbeat_secs > 0, "--heartbeat-secs must be at least 1");
+    let hv = driver(&a)?;
+    let id = match identity::load(&a.state_dir)? {
+        Some(id) => {
+            if a.join_token.is_some() {
+                tracing::info!("already enrolled; ignoring --join-token");
+            }
+            id
+        }
+        None => {
+            let token = a.join_token.as_deref().context(
+                "this host is not enrolled yet: pass --join-token (cloudctl host join-token create --datacenter DC)",
+            )?;
+            let hv2 = hv.clone();
+            let inv = tokio::task::spawn_blocking(move || hv2.inventory())
+                .await?
+                .context("reading the host inventory")?;
+            let name = a.hostname.clone().unwrap_or_else(hostname);
+            let id = session::enroll(
+                &a.servers,
+                token,
+                &name,
+                session::inventory(inv, hv.driver()),
+            )
+            .await?;
+            identity::save(&a.state_dir, &id)?;
+            tracing::info!(host = %id.host_id, name = %id.host_name, datacenter = %id.datacenter_id, "enrolled");
+            id
+        }
+    };
+    let timing = Timing {
+        stop_timeout: Duration::from_secs(a.stop_timeout_secs),
+        resync: Duration::from_secs(a.resync_secs.max(1)),
+        ..Default::default()
+    };
+    let (rec, reports) = Reconciler::new(hv.clone(), timing);
+    tracing::info!(host = %id.host_id, driver = hv.driver(), "agent running");
+    let link = session::Link {
+        servers: a.servers.clone(),
+        heartbeat: Duration::from_secs(a.heartbeat_secs),
+    };
+    tokio::select! {
+        r = session::run(link, id, rec, reports) => r.context("control plane")?,
+        _ = tokio::signal::ctrl_c() => tracing::info!("interrupted; guests keep running"),
+    }
+    Ok(())
 }

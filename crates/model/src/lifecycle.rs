@@ -99,6 +99,22 @@ pub fn observe(current: S, observed: S) -> Option<S> {
     }
 }
 
+/// Applies what a host reports of a volume: the new state, or `None` when the report is stale.
+pub fn observe_volume(current: V, observed: V) -> Option<V> {
+    match (current, observed) {
+        (a, b) if a == b => None,
+        (V::Deleting, V::Deleted) => Some(V::Deleted),
+        (V::Deleting, _) | (V::Deleted, _) => None,
+        (V::Creating | V::Error, V::Available) => Some(V::Available),
+        // An attach that completed, or one the host could not do (back to available).
+        (V::Attaching, V::InUse | V::Available) => Some(observed),
+        // A detach that completed, or one the host could not do (still in use).
+        (V::Detaching, V::Available | V::InUse) => Some(observed),
+        (_, V::Error) => Some(V::Error),
+        _ => None,
+    }
+}
+
 /// Volume requests: attach, detach and delete, as one function.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum VolumeAction {
@@ -130,17 +146,17 @@ pub fn volume_request(from: V, action: VolumeAction) -> Result<VolumeOutcome, In
     };
     match action {
         VolumeAction::Attach => match from {
-            V::Available => Ok(VolumeOutcome::Queued(V::InUse)),
+            V::Available => Ok(VolumeOutcome::Queued(V::Attaching)),
             _ => deny("attach", ""),
         },
         VolumeAction::Detach => match from {
-            V::InUse => Ok(VolumeOutcome::Queued(V::Available)),
-            V::Available => Ok(VolumeOutcome::AlreadySatisfied),
+            V::InUse | V::Attaching => Ok(VolumeOutcome::Queued(V::Detaching)),
+            V::Available | V::Detaching => Ok(VolumeOutcome::AlreadySatisfied),
             _ => deny("detach", ""),
         },
         VolumeAction::Delete => match from {
             V::Deleting | V::Deleted => Ok(VolumeOutcome::AlreadySatisfied),
-            V::InUse => deny("delete", " (detach it first)"),
+            V::InUse | V::Attaching | V::Detaching => deny("delete", " (detach it first)"),
             _ => Ok(VolumeOutcome::Queued(V::Deleting)),
         },
     }
@@ -185,8 +201,16 @@ mod tests {
     fn volume_requests() {
         assert_eq!(
             volume_request(V::Available, VolumeAction::Attach),
-            Ok(VolumeOutcome::Queued(V::InUse))
+            Ok(VolumeOutcome::Queued(V::Attaching))
         );
+        assert_eq!(
+            volume_request(V::InUse, VolumeAction::Detach),
+            Ok(VolumeOutcome::Queued(V::Detaching))
+        );
+        assert!(volume_request(V::Attaching, VolumeAction::Delete).is_err());
+        assert_eq!(observe_volume(V::Attaching, V::InUse), Some(V::InUse));
+        assert_eq!(observe_volume(V::Detaching, V::Available), Some(V::Available));
+        assert_eq!(observe_volume(V::Deleting, V::Available), None);
         assert!(volume_request(V::InUse, VolumeAction::Attach).is_err());
         assert!(volume_request(V::InUse, VolumeAction::Delete).is_err());
         assert_eq!(

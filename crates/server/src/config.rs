@@ -51,6 +51,10 @@ pub struct Settings {
     /// Placement strategy: spread (default) or pack.
     #[arg(long)]
     pub strategy: Option<String>,
+    /// Seconds without a heartbeat after which a host's agent counts as gone: the host goes
+    /// down and its instances HOST_LOST (default 10).
+    #[arg(long)]
+    pub host_ttl_secs: Option<u64>,
 }
 
 impl Settings {
@@ -71,6 +75,7 @@ impl Settings {
             snapshot_every: self.snapshot_every.or(file.snapshot_every),
             keep_logs: self.keep_logs.or(file.keep_logs),
             strategy: self.strategy.or(file.strategy),
+            host_ttl_secs: self.host_ttl_secs.or(file.host_ttl_secs),
         }
     }
 

@@ -66,6 +66,7 @@ impl From<ApiError> for Status {
                     CmdErrorCode::FailedPrecondition => Code::FailedPrecondition,
                     CmdErrorCode::ResourceExhausted => Code::ResourceExhausted,
                     CmdErrorCode::Aborted => Code::Aborted,
+                    CmdErrorCode::PermissionDenied => Code::PermissionDenied,
                 };
                 match c.field {
                     Some(f) => bad_request(code, c.message.clone(), vec![(f, c.message)]),

@@ -3,7 +3,9 @@
 use crate::error::ApiError;
 use crate::node::{Node, Proposal};
 use andromede_api::v1::internal_service_server::InternalService;
-use andromede_api::v1::{RaftPayload, ReadIndexRequest, ReadIndexResponse};
+use andromede_api::v1::{
+    ConsoleLogReply, ConsoleLogRequest, RaftPayload, ReadIndexRequest, ReadIndexResponse,
+};
 use andromede_model::validate::{Violation, Violations};
 use andromede_store::command::{CmdError, Reply};
 use serde::{Deserialize, Serialize};
@@ -101,6 +103,30 @@ impl InternalService for Internal {
         let res: Result<Reply, ForwardError> =
             self.node.submit_local(p).await.map_err(ForwardError::from);
         encode(&res)
+    }
+
+    async fn console_log(
+        &self,
+        r: Request<ConsoleLogRequest>,
+    ) -> Result<Response<ConsoleLogReply>, Status> {
+        let r = r.into_inner();
+        if !self.node.is_leader() {
+            return Err(Status::failed_precondition("not the leader"));
+        }
+        let host = self
+            .node
+            .read(|s| s.instances.get(&r.instance_id).map(|i| i.host_id.clone()))
+            .ok_or_else(|| Status::not_found(format!("instance {} not found", r.instance_id)))?;
+        let data = self
+            .node
+            .agents
+            .console_log(&host, &r.instance_id, r.max_bytes)
+            .await?;
+        Ok(Response::new(ConsoleLogReply {
+            request_id: r.request_id,
+            data,
+            error: String::new(),
+        }))
     }
 
     async fn read_index(

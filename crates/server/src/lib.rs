@@ -1,5 +1,6 @@
 //! The Andromède server: public gRPC API, scheduler and Raft node in one process.
 
+pub mod agents;
 pub mod api;
 pub mod config;
 pub mod error;

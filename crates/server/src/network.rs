@@ -87,6 +87,29 @@ impl Peers {
         r.map_err(Into::into)
     }
 
+    /// An instance's console log, through the leader (which holds the agents' streams).
+    pub async fn console_log(
+        &self,
+        addr: &str,
+        req: andromede_api::v1::ConsoleLogRequest,
+    ) -> Result<Vec<u8>, ApiError> {
+        let ch = self
+            .channel(addr)
+            .map_err(|e| ApiError::Unavailable(format!("leader {addr}: {e}")))?;
+        let resp = InternalServiceClient::new(ch)
+            .console_log(self.request(req, std::time::Duration::from_secs(15)))
+            .await
+            .map_err(|s| match s.code() {
+                tonic::Code::FailedPrecondition if s.message() == "not the leader" => {
+                    ApiError::NotLeader
+                }
+                tonic::Code::FailedPrecondition => ApiError::Precondition(s.message().into()),
+                tonic::Code::NotFound => ApiError::NotFound(s.message().into()),
+                _ => ApiError::Unavailable(s.message().to_string()),
+            })?;
+        Ok(resp.into_inner().data)
+    }
+
     pub async fn read_index(&self, _leader: u64, addr: &str) -> Result<u64, ApiError> {
         let ch = self
             .channel(addr)

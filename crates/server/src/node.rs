@@ -50,6 +50,8 @@ pub struct Node {
     /// Serializes planning so two concurrent creates see each other's reservations.
     plan_lock: tokio::sync::Mutex<()>,
     pub strategy: Strategy,
+    /// Host agents connected to this server (they only stay connected to the leader).
+    pub agents: Arc<crate::agents::Agents>,
 }
 
 /// The scheduler's view: applied state plus in-flight reservations.
@@ -88,6 +90,7 @@ impl Node {
             reservations: Mutex::new(HashMap::new()),
             plan_lock: tokio::sync::Mutex::new(()),
             strategy: Strategy::Spread,
+            agents: crate::agents::Agents::new(Duration::from_secs(10)),
         }
     }
 
@@ -95,7 +98,8 @@ impl Node {
         self.shared.read(f)
     }
 
-    fn leader(&self) -> Option<(u64, String)> {
+    /// The leader's id and address, when one is known.
+    pub fn leader(&self) -> Option<(u64, String)> {
         let m = self.raft.metrics();
         let m = m.borrow();
         let id = m.current_leader?;

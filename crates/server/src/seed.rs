@@ -51,6 +51,7 @@ pub async fn seed(node: Arc<Node>, hosts: u32) -> anyhow::Result<()> {
             ratios: Some(andromede_model::capacity::DEFAULT_RATIOS),
             used: None,
             simulated: true,
+            ..Default::default()
         }));
     }
     for (name, vcpus, mem, disk) in [
@@ -71,6 +72,7 @@ pub async fn seed(node: Arc<Node>, hosts: u32) -> anyhow::Result<()> {
         source: "file:///var/lib/andromede/images/tiny.qcow2".into(),
         checksum_sha256: "0".repeat(64),
         min_disk_gib: 1,
+        ..Default::default()
     }));
     for c in cmds {
         node.submit(Proposal::Cmd(c))

@@ -6,8 +6,9 @@ use crate::internal::Internal;
 use crate::metrics::GrpcMetricsLayer;
 use crate::network::{Peers, CLUSTER_HEADER};
 use crate::node::Node;
+use crate::agents::session::AgentApi;
 use andromede_api::v1::{
-    cluster_service_server::ClusterServiceServer, compute_service_server::ComputeServiceServer,
+    agent_service_server::AgentServiceServer, cluster_service_server::ClusterServiceServer, compute_service_server::ComputeServiceServer,
     event_service_server::EventServiceServer, identity_service_server::IdentityServiceServer,
     infrastructure_service_server::InfrastructureServiceServer,
     internal_service_server::InternalServiceServer,
@@ -33,6 +34,7 @@ pub struct Resolved {
     pub init: bool,
     pub raft: openraft::Config,
     pub strategy: andromede_placement::Strategy,
+    pub host_ttl: std::time::Duration,
 }
 
 pub fn resolve(s: Settings) -> anyhow::Result<Resolved> {
@@ -81,6 +83,14 @@ pub fn resolve(s: Settings) -> anyhow::Result<Resolved> {
         init: s.init.unwrap_or(false),
         raft,
         strategy,
+        host_ttl: {
+            let ttl = s.host_ttl_secs.unwrap_or(10);
+            anyhow::ensure!(
+                (2..=3600).contains(&ttl),
+                "host_ttl_secs must be between 2 and 3600"
+            );
+            std::time::Duration::from_secs(ttl)
+        },
     })
 }
 
@@ -156,6 +166,7 @@ pub async fn start_node(r: &Resolved) -> anyhow::Result<Arc<Node>> {
     }
     let mut node = Node::new(r.node_id, r.advertise.clone(), raft, shared, peers);
     node.strategy = r.strategy;
+    node.agents = crate::agents::Agents::new(r.host_ttl);
     Ok(Arc::new(node))
 }
 
@@ -171,6 +182,7 @@ pub async fn serve(
     }
     tokio::spawn(crate::metrics::raft_gauges(node.raft.clone()));
     tokio::spawn(crate::simulator::run(node.clone()));
+    tokio::spawn(crate::agents::sweep(node.clone(), node.agents.clone()));
 
     let api = Api { node: node.clone() };
     let auth = bearer_check(Arc::new(r.token.clone()));
@@ -198,6 +210,11 @@ pub async fn serve(
         .add_service(health)
         .add_service(reflection)
         .add_service(internal)
+        // Agents authenticate with their join token, then their host credential.
+        .add_service(AgentServiceServer::new(AgentApi {
+            node: node.clone(),
+            agents: node.agents.clone(),
+        }))
         .add_service(InterceptedService::new(
             InfrastructureServiceServer::new(api.clone()),
             auth.clone(),

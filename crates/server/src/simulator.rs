@@ -55,7 +55,8 @@ pub async fn run(node: Arc<Node>) {
                             let Some(v) = s.volumes.get(id) else { continue };
                             if !sim(&v.host_id) { continue }
                             let next = match VS::try_from(v.state) {
-                                Ok(VS::Creating) => VS::Available,
+                                Ok(VS::Creating | VS::Detaching) => VS::Available,
+                                Ok(VS::Attaching) => VS::InUse,
                                 Ok(VS::Deleting) => VS::Deleted,
                                 _ => continue,
                             };

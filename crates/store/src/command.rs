@@ -2,13 +2,13 @@
 //! an entry from a newer protocol version is refused loudly rather than skipped.
 
 use andromede_api::v1::{
-    Datacenter, DatacenterStatus, Flavor, Host, HostState, Image, Instance, InstanceState, Project,
-    Quota, ServerGroup, SovereigntyPolicy, Volume, VolumeState,
+    Datacenter, DatacenterStatus, Flavor, Host, HostState, Image, Instance, InstanceState,
+    JoinToken, Project, Quota, Resources, ServerGroup, SovereigntyPolicy, Volume, VolumeState,
 };
 use serde::{Deserialize, Serialize};
 
 /// The protocol version this build writes and understands.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// One log entry's payload: the command plus the proposer's clock, so apply never reads a clock.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -112,6 +112,35 @@ pub enum Command {
         instance_id: String,
     },
     ObserveVolumes(Vec<(String, VolumeState, String)>),
+    // Protocol v2: host agents.
+    CreateJoinToken(JoinToken),
+    /// An agent trades a join token (checked by its secret's hash) for a host identity.
+    EnrollHost {
+        token_id: String,
+        secret_sha256: String,
+        host: Host,
+    },
+    /// The host's agent missed its heartbeats past the TTL: the host goes down and its
+    /// instances HOST_LOST.
+    HostLost {
+        id: String,
+        reason: String,
+    },
+    /// The host's agent is connected again, with what it reports of the host.
+    HostSeen {
+        id: String,
+        capacity: Option<Resources>,
+        driver: String,
+        agent_version: String,
+    },
+    /// An admin declares a down host gone for good: deletions pending on it complete.
+    DeclareHostLost {
+        id: String,
+    },
+    ExtendVolume {
+        id: String,
+        size_gib: u64,
+    },
 }
 
 impl Command {
@@ -138,6 +167,12 @@ impl Command {
             Command::CreateVolume(_) => "CreateVolume",
             Command::VolumeOp { .. } => "VolumeOp",
             Command::ObserveVolumes(_) => "ObserveVolumes",
+            Command::CreateJoinToken(_) => "CreateJoinToken",
+            Command::EnrollHost { .. } => "EnrollHost",
+            Command::HostLost { .. } => "HostLost",
+            Command::HostSeen { .. } => "HostSeen",
+            Command::DeclareHostLost { .. } => "DeclareHostLost",
+            Command::ExtendVolume { .. } => "ExtendVolume",
         }
     }
 }
@@ -150,6 +185,8 @@ pub enum CmdErrorCode {
     AlreadyExists,
     FailedPrecondition,
     ResourceExhausted,
+    /// A credential (join token, host credential) was refused.
+    PermissionDenied,
     /// The plan no longer fits at apply time; the leader may re-plan.
     Aborted,
 }
@@ -191,6 +228,7 @@ pub enum Reply {
     Instance(Instance),
     Volume(Volume),
     ServerGroup(ServerGroup),
+    JoinToken(JoinToken),
     Deleted { id: String, existed: bool },
     Done,
 }

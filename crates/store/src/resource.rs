@@ -1,7 +1,7 @@
 //! A common view of every stored resource kind: its table, its metadata and its scope.
 
 use andromede_api::v1::{
-    Datacenter, Flavor, Host, Image, Instance, Meta, Project, ServerGroup, Volume,
+    Datacenter, Flavor, Host, Image, Instance, JoinToken, Meta, Project, ServerGroup, Volume,
 };
 use serde::{de::DeserializeOwned, Serialize};
 
@@ -16,10 +16,11 @@ pub enum Kind {
     Instance,
     Volume,
     ServerGroup,
+    JoinToken,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 8] = [
+    pub const ALL: [Kind; 9] = [
         Kind::Datacenter,
         Kind::Host,
         Kind::Flavor,
@@ -28,6 +29,7 @@ impl Kind {
         Kind::Instance,
         Kind::Volume,
         Kind::ServerGroup,
+        Kind::JoinToken,
     ];
 
     pub fn name(self) -> &'static str {
@@ -40,6 +42,7 @@ impl Kind {
             Kind::Instance => "instance",
             Kind::Volume => "volume",
             Kind::ServerGroup => "server_group",
+            Kind::JoinToken => "join_token",
         }
     }
 
@@ -54,6 +57,7 @@ impl Kind {
             Kind::Instance => "instances",
             Kind::Volume => "volumes",
             Kind::ServerGroup => "server_groups",
+            Kind::JoinToken => "join_tokens",
         }
     }
 }
@@ -99,3 +103,4 @@ resource!(Project, Project);
 resource!(Instance, Instance);
 resource!(Volume, Volume);
 resource!(ServerGroup, ServerGroup);
+resource!(JoinToken, JoinToken);

@@ -9,8 +9,9 @@ use crate::command::{
 };
 use crate::resource::{Kind, Resource};
 use andromede_api::v1::{
-    Datacenter, Event, EventType, Flavor, GroupPolicy, Host, Image, Instance, InstanceState as IS,
-    Project, Resources, ServerGroup, Usage, Volume, VolumeState as VS,
+    Datacenter, Event, EventType, Flavor, GroupPolicy, Host, HostState, Image, Instance,
+    InstanceState as IS, JoinToken, Project, Resources, ServerGroup, Usage, Volume,
+    VolumeState as VS,
 };
 use andromede_model::{capacity, jurisdiction, lifecycle, policy, quota};
 use andromede_placement::{GroupRule, Request, Snapshot, Strategy};
@@ -30,6 +31,7 @@ pub struct State {
     pub instances: BTreeMap<String, Instance>,
     pub volumes: BTreeMap<String, Volume>,
     pub groups: BTreeMap<String, ServerGroup>,
+    pub join_tokens: BTreeMap<String, JoinToken>,
     /// `kind/project/name` → id, for unique names and lookups by name.
     pub names: HashMap<String, String>,
     /// `project/request_id` → `kind:id`, so retried creates return the first result.
@@ -107,6 +109,7 @@ table!(Project, projects);
 table!(Instance, instances);
 table!(Volume, volumes);
 table!(ServerGroup, groups);
+table!(JoinToken, join_tokens);
 
 impl Snapshot for State {
     fn hosts(&self) -> Box<dyn Iterator<Item = &Host> + '_> {
@@ -264,6 +267,7 @@ impl State {
             "instance" => Reply::Instance(self.instances.get(id)?.clone()),
             "volume" => Reply::Volume(self.volumes.get(id)?.clone()),
             "server_group" => Reply::ServerGroup(self.groups.get(id)?.clone()),
+            "join_token" => Reply::JoinToken(self.join_tokens.get(id)?.clone()),
             _ => return None,
         };
         Some(r)
@@ -458,7 +462,202 @@ impl State {
                 }
                 Ok(Reply::Done)
             }
+            Command::CreateJoinToken(t) => {
+                self.get::<Datacenter>(&t.datacenter_id)
+                    .map_err(|e| e.field("datacenter"))?;
+                self.insert(t.clone(), at).map(Reply::JoinToken)
+            }
+            Command::EnrollHost {
+                token_id,
+                secret_sha256,
+                host,
+            } => self.enroll_host(token_id, secret_sha256, host, at),
+            Command::HostLost { id, reason } => self.host_lost(id, reason, at),
+            Command::HostSeen {
+                id,
+                capacity,
+                driver,
+                agent_version,
+            } => {
+                let h: &mut Host = self.get_mut(id)?;
+                let mut changed = false;
+                if h.state == HostState::Down as i32 {
+                    h.state = HostState::Up as i32;
+                    changed = true;
+                }
+                if capacity.is_some() && h.capacity != *capacity {
+                    h.capacity = *capacity;
+                    changed = true;
+                }
+                if h.driver != *driver || h.agent_version != *agent_version {
+                    h.driver = driver.clone();
+                    h.agent_version = agent_version.clone();
+                    changed = true;
+                }
+                if !changed {
+                    return Ok(Reply::Host(h.clone()));
+                }
+                Ok(Reply::Host(self.updated(id, at)))
+            }
+            Command::DeclareHostLost { id } => self.declare_host_lost(id, at),
+            Command::ExtendVolume { id, size_gib } => self.extend_volume(id, *size_gib, at),
         }
+    }
+
+    fn enroll_host(
+        &mut self,
+        token_id: &str,
+        secret_sha256: &str,
+        host: &Host,
+        at: i64,
+    ) -> Result<Reply, CmdError> {
+        let denied = |m: &str| err(Code::PermissionDenied, m).field("join_token");
+        let Some(t) = self.join_tokens.get(token_id) else {
+            return Err(denied("join token not recognised"));
+        };
+        if t.secret_sha256 != secret_sha256 {
+            return Err(denied("join token not recognised"));
+        }
+        if !t.used_by_host.is_empty() {
+            return Err(denied("join token already used (tokens are single-use)"));
+        }
+        if at >= t.expires_at_ms {
+            return Err(denied("join token expired; ask an admin for a new one"));
+        }
+        let dc = t.datacenter_id.clone();
+        if !self.datacenters.contains_key(&dc) {
+            return Err(CmdError::not_found("datacenter", &dc));
+        }
+        let mut h = host.clone();
+        h.datacenter_id = dc;
+        h.used = Some(Resources::default());
+        h.state = HostState::Up as i32;
+        h.simulated = false;
+        let h = self.insert(h, at).map_err(|e| match e.field {
+            Some(_) => e.field("hostname"),
+            None => e,
+        })?;
+        if let Some(t) = self.join_tokens.get_mut(token_id) {
+            t.used_by_host = h.meta().id.clone();
+            self.updated::<JoinToken>(token_id, at);
+        }
+        Ok(Reply::Host(h))
+    }
+
+    fn host_lost(&mut self, id: &str, reason: &str, at: i64) -> Result<Reply, CmdError> {
+        let h: &mut Host = self.get_mut(id)?;
+        if h.state == HostState::Down as i32 {
+            return Ok(Reply::Host(h.clone()));
+        }
+        h.state = HostState::Down as i32;
+        let lost: Vec<String> = self
+            .instances
+            .values()
+            .filter(|i| i.host_id == id)
+            .filter(|i| {
+                !matches!(
+                    IS::try_from(i.state),
+                    Ok(IS::Deleting | IS::Deleted | IS::Pending | IS::HostLost)
+                )
+            })
+            .map(|i| i.meta().id.clone())
+            .collect();
+        for i in lost {
+            if let Some(inst) = self.instances.get_mut(&i) {
+                inst.state = IS::HostLost as i32;
+                inst.state_reason = reason.to_string();
+                self.updated::<Instance>(&i, at);
+            }
+        }
+        Ok(Reply::Host(self.updated(id, at)))
+    }
+
+    fn declare_host_lost(&mut self, id: &str, at: i64) -> Result<Reply, CmdError> {
+        let h: &Host = self.get(id)?;
+        if h.state != HostState::Down as i32 {
+            return Err(err(
+                Code::FailedPrecondition,
+                "only a down host can be declared lost (its agent must have missed its heartbeats)",
+            ));
+        }
+        let deleting: Vec<String> = self
+            .instances
+            .values()
+            .filter(|i| i.host_id == id && i.state == IS::Deleting as i32)
+            .map(|i| i.meta().id.clone())
+            .collect();
+        for i in deleting {
+            self.release_instance(&i, at);
+        }
+        let vols: Vec<String> = self
+            .volumes
+            .values()
+            .filter(|v| v.host_id == id && v.state == VS::Deleting as i32)
+            .map(|v| v.meta().id.clone())
+            .collect();
+        for v in vols {
+            self.release_volume(&v, at);
+        }
+        Ok(Reply::Host(self.hosts.get(id).cloned().unwrap_or_default()))
+    }
+
+    fn extend_volume(&mut self, id: &str, size_gib: u64, at: i64) -> Result<Reply, CmdError> {
+        let v: &Volume = self.get(id)?;
+        if size_gib <= v.size_gib {
+            return Err(err(
+                Code::InvalidArgument,
+                format!(
+                    "must be larger than the current {} GiB (volumes never shrink)",
+                    v.size_gib
+                ),
+            )
+            .field("size_gib"));
+        }
+        if !matches!(VS::try_from(v.state), Ok(VS::Available | VS::InUse)) {
+            return Err(err(
+                Code::FailedPrecondition,
+                format!(
+                    "cannot extend a volume that is {}",
+                    lifecycle::volume_state_name(VS::try_from(v.state).unwrap_or(VS::Error))
+                ),
+            ));
+        }
+        let grow = size_gib - v.size_gib;
+        let project: &Project = self.get(&v.meta().project_id)?;
+        let delta = Usage {
+            volume_gib: grow,
+            ..Default::default()
+        };
+        quota::check(
+            project.quota.as_ref(),
+            &project.usage.unwrap_or_default(),
+            &delta,
+        )
+        .map_err(|q| err(Code::ResourceExhausted, q))?;
+        let res = Resources {
+            disk_gib: grow,
+            ..Default::default()
+        };
+        let host: &Host = self.get(&v.host_id)?;
+        let free = capacity::free(host, &Resources::default());
+        if capacity::shortfall(&free, &res).is_some() {
+            return Err(err(
+                Code::ResourceExhausted,
+                format!(
+                    "host {} has {} GiB of disk free, {grow} GiB more are needed",
+                    host.meta().name,
+                    free.disk_gib
+                ),
+            )
+            .field("size_gib"));
+        }
+        let (host_id, project_id) = (v.host_id.clone(), v.meta().project_id.clone());
+        let v: &mut Volume = self.get_mut(id)?;
+        v.size_gib = size_gib;
+        let v = self.updated::<Volume>(id, at);
+        self.charge_host(&host_id, &res, true, at);
+        self.charge_project(&project_id, &delta, true, at);
+        Ok(Reply::Volume(v))
     }
 
     /// Deletes a resource nothing depends on any more; `blockers` counts what still does.
@@ -763,7 +962,10 @@ impl State {
             VolumeOp::Detach => lifecycle::VolumeAction::Detach,
             VolumeOp::Delete => lifecycle::VolumeAction::Delete,
         };
-        if op == VolumeOp::Attach && vol.attached_to == instance_id && from == VS::InUse {
+        if op == VolumeOp::Attach
+            && vol.attached_to == instance_id
+            && matches!(from, VS::InUse | VS::Attaching)
+        {
             return Ok(Reply::Volume(vol.clone()));
         }
         let outcome = lifecycle::volume_request(from, action)
@@ -795,10 +997,10 @@ impl State {
                 let vol: &mut Volume = self.get_mut(id)?;
                 vol.state = to as i32;
                 vol.state_reason.clear();
-                match op {
-                    VolumeOp::Attach => vol.attached_to = instance_id.to_string(),
-                    VolumeOp::Detach => vol.attached_to.clear(),
-                    VolumeOp::Delete => {}
+                // A detach keeps `attached_to` until the host confirms it, so the host knows
+                // which guest to detach from.
+                if op == VolumeOp::Attach {
+                    vol.attached_to = instance_id.to_string();
                 }
                 Ok(Reply::Volume(self.updated(id, at)))
             }
@@ -810,28 +1012,33 @@ impl State {
             return;
         };
         let from = VS::try_from(vol.state).unwrap_or(VS::Error);
-        let to = match (from, observed) {
-            (VS::Deleting, VS::Deleted) => VS::Deleted,
-            (VS::Creating, VS::Available) => VS::Available,
-            (_, VS::Error) if from != VS::Deleting => VS::Error,
-            _ => return,
+        let Some(to) = lifecycle::observe_volume(from, observed) else {
+            return;
         };
         if to == VS::Deleted {
-            let Some(v) = self.remove::<Volume>(id, at) else {
-                return;
-            };
-            let res = Resources {
-                disk_gib: v.size_gib,
-                ..Default::default()
-            };
-            self.charge_host(&v.host_id, &res, false, at);
-            let delta = volume_usage(v.size_gib);
-            self.charge_project(&v.meta().project_id, &delta, false, at);
+            self.release_volume(id, at);
             return;
+        }
+        if to == VS::Available {
+            vol.attached_to.clear();
         }
         vol.state = to as i32;
         vol.state_reason = reason.to_string();
         self.updated::<Volume>(id, at);
+    }
+
+    /// Frees what a deleted volume held and forgets it.
+    fn release_volume(&mut self, id: &str, at: i64) {
+        let Some(v) = self.remove::<Volume>(id, at) else {
+            return;
+        };
+        let res = Resources {
+            disk_gib: v.size_gib,
+            ..Default::default()
+        };
+        self.charge_host(&v.host_id, &res, false, at);
+        let delta = volume_usage(v.size_gib);
+        self.charge_project(&v.meta().project_id, &delta, false, at);
     }
 
     /// Drains what changed since the last call.
@@ -848,6 +1055,7 @@ impl State {
                     Kind::Instance => row_of(&self.instances, &id),
                     Kind::Volume => row_of(&self.volumes, &id),
                     Kind::ServerGroup => row_of(&self.groups, &id),
+                    Kind::JoinToken => row_of(&self.join_tokens, &id),
                 };
                 (kind, id, row)
             })
@@ -877,6 +1085,7 @@ impl State {
         idx(&mut self.names, &self.instances);
         idx(&mut self.names, &self.volumes);
         idx(&mut self.names, &self.groups);
+        idx(&mut self.names, &self.join_tokens);
     }
 }
 

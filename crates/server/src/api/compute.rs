@@ -184,6 +184,66 @@ impl ComputeService for Api {
         self.action(r.into_inner(), A::Delete).await
     }
 
+    async fn get_console_log(
+        &self,
+        r: Request<GetConsoleLogRequest>,
+    ) -> R<GetConsoleLogResponse> {
+        let r = r.into_inner();
+        let mut v = Violations::new();
+        if r.max_bytes > 1 << 20 {
+            v.add("max_bytes", "must be at most 1048576 (1 MiB)");
+        }
+        check(v)?;
+        let max_bytes = if r.max_bytes == 0 { 64 * 1024 } else { r.max_bytes };
+        let (inst, simulated) = self
+            .read(false, |s| {
+                let i: Instance = find(s, &r.r#ref)?;
+                let sim = s.hosts.get(&i.host_id).is_some_and(|h| h.simulated);
+                Ok::<_, ApiError>((i, sim))
+            })
+            .await??;
+        if simulated {
+            return Err(ApiError::Precondition(format!(
+                "instance {} runs on a simulated host, which has no console",
+                inst.meta().name
+            ))
+            .into());
+        }
+        let id = inst.meta().id.clone();
+        let mut last = ApiError::Unavailable("no Raft leader elected; retry later".into());
+        for _ in 0..20 {
+            let res = match self.node.leader() {
+                Some((l, _)) if l == self.node.id => {
+                    self.node
+                        .agents
+                        .console_log(&inst.host_id, &id, max_bytes)
+                        .await
+                }
+                Some((_, addr)) => {
+                    let req = ConsoleLogRequest {
+                        request_id: 0,
+                        instance_id: id.clone(),
+                        max_bytes,
+                    };
+                    self.node.peers.console_log(&addr, req).await
+                }
+                None => Err(ApiError::NotLeader),
+            };
+            match res {
+                Ok(data) => {
+                    return Ok(Response::new(GetConsoleLogResponse {
+                        data,
+                        host_id: inst.host_id.clone(),
+                    }))
+                }
+                Err(ApiError::NotLeader) => last = ApiError::NotLeader,
+                Err(e) => return Err(e.into()),
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        Err(last.into())
+    }
+
     async fn create_server_group(&self, r: Request<CreateServerGroupRequest>) -> R<ServerGroup> {
         let r = r.into_inner();
         let mut v = Violations::new();

@@ -14,6 +14,18 @@ use tonic::{Request, Response, Status};
 
 type R<T> = Result<Response<T>, Status>;
 
+fn is_sha256(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+fn lower_sum(mut f: ImageFile) -> ImageFile {
+    f.checksum_sha256 = f.checksum_sha256.to_ascii_lowercase();
+    f
+}
+
+/// Longest a join token may live.
+const MAX_JOIN_TTL_SECS: u64 = 7 * 24 * 3600;
+
 fn check_operator(v: &mut Violations, op: &Operator) -> Operator {
     let mut op = op.clone();
     op.country = op.country.trim().to_ascii_uppercase();
@@ -185,6 +197,7 @@ impl InfrastructureService for Api {
             ratios: Some(ratios),
             used: None,
             simulated: r.simulated,
+            ..Default::default()
         };
         let rep = self
             .node
@@ -254,6 +267,75 @@ impl InfrastructureService for Api {
         )
     }
 
+    async fn declare_host_lost(&self, r: Request<DeclareHostLostRequest>) -> R<Host> {
+        let r = r.into_inner();
+        let h: Host = self.read(false, |s| find(s, &r.r#ref)).await??;
+        let id = h.meta().id.clone();
+        let rep = self
+            .node
+            .submit(Proposal::Cmd(Command::DeclareHostLost { id }))
+            .await?;
+        reply!(rep, Host)
+    }
+
+    async fn create_join_token(
+        &self,
+        r: Request<CreateJoinTokenRequest>,
+    ) -> R<CreateJoinTokenResponse> {
+        let r = r.into_inner();
+        let mut v = Violations::new();
+        v.reference("datacenter", &r.datacenter);
+        if r.ttl_seconds > MAX_JOIN_TTL_SECS {
+            v.add(
+                "ttl_seconds",
+                format!("must be at most {MAX_JOIN_TTL_SECS} (7 days)"),
+            );
+        }
+        check(v)?;
+        let ttl = if r.ttl_seconds == 0 { 3600 } else { r.ttl_seconds };
+        let dc: Datacenter = self
+            .read(false, |s| s.find::<Datacenter>("", &r.datacenter).cloned())
+            .await?
+            .ok_or_else(|| {
+                ApiError::NotFound(format!("datacenter {:?} not found", r.datacenter))
+            })?;
+        let secret = crate::agents::session::secret();
+        let id = super::new_id();
+        let token = JoinToken {
+            meta: Some(Meta {
+                id: id.clone(),
+                name: id.clone(),
+                ..Default::default()
+            }),
+            datacenter_id: dc.meta().id.clone(),
+            expires_at_ms: crate::node::now_ms() + (ttl as i64) * 1000,
+            secret_sha256: crate::agents::session::sha256_hex(&secret),
+            used_by_host: String::new(),
+        };
+        let rep = self
+            .node
+            .submit(Proposal::Cmd(Command::CreateJoinToken(token)))
+            .await?;
+        let andromede_store::command::Reply::JoinToken(t) = rep else {
+            return Err(Status::internal("unexpected reply to a join token"));
+        };
+        Ok(Response::new(CreateJoinTokenResponse {
+            join_token: Some(t),
+            token: format!("{id}.{secret}"),
+        }))
+    }
+
+    async fn list_join_tokens(
+        &self,
+        r: Request<ListJoinTokensRequest>,
+    ) -> R<ListJoinTokensResponse> {
+        let r = r.into_inner();
+        let join_tokens = self
+            .read(stale(&r.read), |s| s.join_tokens.values().cloned().collect())
+            .await?;
+        Ok(Response::new(ListJoinTokensResponse { join_tokens }))
+    }
+
     async fn create_flavor(&self, r: Request<CreateFlavorRequest>) -> R<Flavor> {
         let r = r.into_inner();
         let mut v = Violations::new();
@@ -313,12 +395,26 @@ impl InfrastructureService for Api {
         if !["qcow2", "raw"].contains(&format.as_str()) {
             v.add("format", "must be qcow2 or raw");
         }
-        if r.checksum_sha256.len() != 64
-            || !r.checksum_sha256.bytes().all(|b| b.is_ascii_hexdigit())
-        {
+        if !is_sha256(&r.checksum_sha256) {
             v.add("checksum_sha256", "must be 64 hexadecimal characters");
         }
         v.request_id("request_id", &r.request_id);
+        for (field, f) in [("kernel", &r.kernel), ("initrd", &r.initrd)] {
+            if let Some(f) = f {
+                v.reference(&format!("{field}.source"), &f.source);
+                v.text(&format!("{field}.source"), &f.source, 4096);
+                if !is_sha256(&f.checksum_sha256) {
+                    v.add(
+                        format!("{field}.checksum_sha256"),
+                        "must be 64 hexadecimal characters",
+                    );
+                }
+            }
+        }
+        if r.initrd.is_some() && r.kernel.is_none() {
+            v.add("initrd", "needs a kernel");
+        }
+        v.text("cmdline", &r.cmdline, 2048);
         check(v)?;
         let project = if r.project.is_empty() {
             String::new()
@@ -332,6 +428,9 @@ impl InfrastructureService for Api {
             source: r.source,
             checksum_sha256: r.checksum_sha256.to_ascii_lowercase(),
             min_disk_gib: r.min_disk_gib,
+            kernel: r.kernel.map(lower_sum),
+            initrd: r.initrd.map(lower_sum),
+            cmdline: r.cmdline,
         };
         let rep = self
             .node

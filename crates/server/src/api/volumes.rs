@@ -135,4 +135,18 @@ impl VolumeService for Api {
         let r = r.into_inner();
         self.volume_op(&r.volume, VolumeOp::Detach, "").await
     }
+
+    async fn extend_volume(&self, r: Request<ExtendVolumeRequest>) -> R<Volume> {
+        let r = r.into_inner();
+        let mut v = Violations::new();
+        v.positive("size_gib", r.size_gib, val::MAX_DISK_GIB);
+        check(v)?;
+        let vol: Volume = self.read(false, |s| find(s, &r.volume)).await??;
+        let cmd = Command::ExtendVolume {
+            id: vol.meta().id.clone(),
+            size_gib: r.size_gib,
+        };
+        let rep = self.node.submit(Proposal::Cmd(cmd)).await?;
+        reply!(rep, Volume)
+    }
 }

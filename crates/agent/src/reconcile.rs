@@ -1,0 +1,549 @@
+//! Converges the host to the desired state the control plane pushes: one actor per instance and
+//! one per volume, each running its hypervisor calls on a blocking thread, so one stuck guest
+//! never holds up the others. Every pass is idempotent: after a crash the same pass finishes or
+//! undoes what was interrupted.
+
+use crate::hypervisor::{
+    FileSource, HvError, Hypervisor, ImageSpec, PowerState, VmSpec,
+};
+use andromede_api::v1::{
+    DesiredState, Image, Instance, InstanceReport, InstanceState as IS, PowerIntent, Volume,
+    VolumeReport, VolumeState as VS,
+};
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, watch};
+
+/// What an actor tells the control plane it observed.
+#[derive(Debug, Clone)]
+pub enum Report {
+    Instance(InstanceReport),
+    Volume(VolumeReport),
+}
+
+/// Tuning of the convergence loops.
+#[derive(Debug, Clone)]
+pub struct Timing {
+    /// How long a graceful (ACPI) stop may take before the power is cut.
+    pub stop_timeout: Duration,
+    /// How often a converged actor checks its guest again (guests can stop on their own).
+    pub resync: Duration,
+    /// How soon an actor waiting on something (a guest to attach to) tries again.
+    pub retry: Duration,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Self {
+            stop_timeout: crate::hypervisor::DEFAULT_STOP_TIMEOUT,
+            resync: Duration::from_secs(10),
+            retry: Duration::from_secs(1),
+        }
+    }
+}
+
+type Slot<T> = watch::Sender<Option<T>>;
+
+pub struct Reconciler {
+    hv: Arc<dyn Hypervisor>,
+    reports: mpsc::UnboundedSender<Report>,
+    timing: Timing,
+    images: Mutex<HashMap<String, Image>>,
+    /// One lock per image so concurrent creates fetch it once; holds a refusal that must not be
+    /// retried (a checksum mismatch).
+    image_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<HvError>>>>>,
+    prepared: Mutex<BTreeSet<String>>,
+    instances: Mutex<HashMap<String, Slot<Instance>>>,
+    volumes: Mutex<HashMap<String, Slot<Volume>>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn state(i: &Instance) -> IS {
+    IS::try_from(i.state).unwrap_or(IS::Error)
+}
+
+fn vstate(v: &Volume) -> VS {
+    VS::try_from(v.state).unwrap_or(VS::Error)
+}
+
+fn id_of(i: &Instance) -> String {
+    i.meta.as_ref().map(|m| m.id.clone()).unwrap_or_default()
+}
+
+fn vid_of(v: &Volume) -> String {
+    v.meta.as_ref().map(|m| m.id.clone()).unwrap_or_default()
+}
+
+/// The driver's view of an image record.
+pub fn image_spec(img: &Image) -> ImageSpec {
+    let file = |f: &andromede_api::v1::ImageFile| FileSource {
+        source: f.source.clone(),
+        sha256: f.checksum_sha256.clone(),
+    };
+    ImageSpec {
+        id: img.meta.as_ref().map(|m| m.id.clone()).unwrap_or_default(),
+        format: img.format.clone(),
+        disk: FileSource {
+            source: img.source.clone(),
+            sha256: img.checksum_sha256.clone(),
+        },
+        kernel: img.kernel.as_ref().map(file),
+        initrd: img.initrd.as_ref().map(file),
+        cmdline: img.cmdline.clone(),
+    }
+}
+
+/// The driver's view of an instance record.
+pub fn vm_spec(i: &Instance, img: &Image) -> VmSpec {
+    let r = i.resources.unwrap_or_default();
+    let m = i.meta.clone().unwrap_or_default();
+    VmSpec {
+        id: m.id,
+        name: m.name,
+        project_id: m.project_id,
+        vcpus: u32::try_from(r.vcpus).unwrap_or(u32::MAX),
+        memory_mib: r.memory_mib,
+        disk_gib: r.disk_gib.max(img.min_disk_gib),
+        image: image_spec(img),
+        user_data: i.user_data.clone(),
+        ssh_keys: i.ssh_keys.clone(),
+    }
+}
+
+/// Why a pass stopped short.
+enum Stop {
+    /// Try again soon without telling anyone (hypervisor busy, guest not defined yet).
+    Retry(String),
+    /// Report the resource in error with this reason.
+    Fail(String),
+}
+
+impl From<HvError> for Stop {
+    fn from(e: HvError) -> Self {
+        match e {
+            HvError::Unavailable(m) => Stop::Retry(m),
+            e => Stop::Fail(e.to_string()),
+        }
+    }
+}
+
+impl Reconciler {
+    pub fn new(
+        hv: Arc<dyn Hypervisor>,
+        timing: Timing,
+    ) -> (Arc<Self>, mpsc::UnboundedReceiver<Report>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let r = Arc::new(Self {
+            hv,
+            reports: tx,
+            timing,
+            images: Mutex::new(HashMap::new()),
+            image_locks: Mutex::new(HashMap::new()),
+            prepared: Mutex::new(BTreeSet::new()),
+            instances: Mutex::new(HashMap::new()),
+            volumes: Mutex::new(HashMap::new()),
+        });
+        (r, rx)
+    }
+
+    pub fn hypervisor(&self) -> Arc<dyn Hypervisor> {
+        self.hv.clone()
+    }
+
+    /// Runs a blocking hypervisor call off the async reactor.
+    async fn call<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&dyn Hypervisor) -> Result<R, HvError> + Send + 'static,
+    ) -> Result<R, HvError> {
+        let hv = self.hv.clone();
+        tokio::task::spawn_blocking(move || f(hv.as_ref()))
+            .await
+            .map_err(|e| HvError::Failed(format!("hypervisor call panicked: {e}")))?
+    }
+
+    /// Takes in what the control plane wants of this host.
+    pub async fn apply(self: &Arc<Self>, d: DesiredState) {
+        {
+            let mut imgs = lock(&self.images);
+            for img in &d.images {
+                let id = img.meta.as_ref().map(|m| m.id.clone()).unwrap_or_default();
+                imgs.insert(id, img.clone());
+            }
+        }
+        if d.full {
+            self.forget_all_but(&d).await;
+        }
+        for i in d.instances {
+            let id = id_of(&i);
+            self.push_instance(id, Some(i));
+        }
+        for v in d.volumes {
+            let id = vid_of(&v);
+            self.push_volume(id, Some(v));
+        }
+        for id in d.removed_instances {
+            self.push_instance(id, None);
+        }
+        for id in d.removed_volumes {
+            self.push_volume(id, None);
+        }
+    }
+
+    /// On a full state: anything managed here and not listed is removed (what was deleted
+    /// while this agent was away or down).
+    async fn forget_all_but(self: &Arc<Self>, d: &DesiredState) {
+        let want_i: BTreeSet<String> = d.instances.iter().map(id_of).collect();
+        let want_v: BTreeSet<String> = d.volumes.iter().map(vid_of).collect();
+        let mut gone_i: BTreeSet<String> = lock(&self.instances)
+            .keys()
+            .filter(|k| !want_i.contains(*k))
+            .cloned()
+            .collect();
+        let mut gone_v: BTreeSet<String> = lock(&self.volumes)
+            .keys()
+            .filter(|k| !want_v.contains(*k))
+            .cloned()
+            .collect();
+        match self.call(|hv| hv.list()).await {
+            Ok(doms) => gone_i.extend(doms.into_iter().map(|d| d.id).filter(|id| !want_i.contains(id))),
+            Err(e) => tracing::warn!(error = %e, "cannot list guests"),
+        }
+        match self.call(|hv| hv.list_volumes()).await {
+            Ok(vols) => gone_v.extend(vols.into_iter().map(|v| v.id).filter(|id| !want_v.contains(id))),
+            Err(e) => tracing::warn!(error = %e, "cannot list volumes"),
+        }
+        for id in gone_i {
+            tracing::info!(instance = %id, "removing a guest the control plane no longer knows");
+            self.push_instance(id, None);
+        }
+        for id in gone_v {
+            tracing::info!(volume = %id, "removing a volume the control plane no longer knows");
+            self.push_volume(id, None);
+        }
+    }
+
+    fn push_instance(self: &Arc<Self>, id: String, desired: Option<Instance>) {
+        let mut m = lock(&self.instances);
+        if let Some(tx) = m.get(&id) {
+            if !tx.is_closed() {
+                tx.send_replace(desired);
+                return;
+            }
+        }
+        let (tx, rx) = watch::channel(desired);
+        m.insert(id.clone(), tx);
+        tokio::spawn(self.clone().instance_actor(id, rx));
+    }
+
+    fn push_volume(self: &Arc<Self>, id: String, desired: Option<Volume>) {
+        let mut m = lock(&self.volumes);
+        if let Some(tx) = m.get(&id) {
+            if !tx.is_closed() {
+                tx.send_replace(desired);
+                return;
+            }
+        }
+        let (tx, rx) = watch::channel(desired);
+        m.insert(id.clone(), tx);
+        tokio::spawn(self.clone().volume_actor(id, rx));
+    }
+
+    fn report_instance(&self, id: &str, current: IS, observed: IS, reason: String) {
+        if current != observed {
+            let _ = self.reports.send(Report::Instance(InstanceReport {
+                id: id.to_string(),
+                state: observed as i32,
+                reason,
+            }));
+        }
+    }
+
+    fn report_volume(&self, id: &str, current: VS, observed: VS, reason: String) {
+        if current != observed {
+            let _ = self.reports.send(Report::Volume(VolumeReport {
+                id: id.to_string(),
+                state: observed as i32,
+                reason,
+            }));
+        }
+    }
+
+    async fn instance_actor(self: Arc<Self>, id: String, mut rx: watch::Receiver<Option<Instance>>) {
+        let mut rebooted: Option<u64> = None;
+        let dispatched = Instant::now();
+        let mut announced_running = false;
+        loop {
+            let desired = rx.borrow_and_update().clone();
+            let wait = match desired {
+                None => match self.call({
+                    let id = id.clone();
+                    move |hv| hv.delete(&id)
+                })
+                .await
+                {
+                    Ok(()) => {
+                        drop(rx);
+                        let mut m = lock(&self.instances);
+                        if m.get(&id).is_some_and(|tx| tx.is_closed()) {
+                            m.remove(&id);
+                        }
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::warn!(instance = %id, error = %e, "cannot remove guest");
+                        self.timing.retry
+                    }
+                },
+                Some(inst) => {
+                    let cur = state(&inst);
+                    match self.converge_instance(&id, &inst, &mut rebooted).await {
+                        Ok(observed) => {
+                            let reason = if observed == IS::Running && !announced_running {
+                                announced_running = true;
+                                let ms = dispatched.elapsed().as_millis();
+                                tracing::info!(instance = %id, hypervisor_ms = %ms, "guest running");
+                                format!("host: running {ms} ms after the agent received it")
+                            } else {
+                                String::new()
+                            };
+                            self.report_instance(&id, cur, observed, reason);
+                            self.timing.resync
+                        }
+                        Err(Stop::Retry(why)) => {
+                            tracing::debug!(instance = %id, %why, "will retry");
+                            self.timing.retry
+                        }
+                        Err(Stop::Fail(why)) => {
+                            tracing::warn!(instance = %id, %why, "instance failed");
+                            self.report_instance(&id, cur, IS::Error, why);
+                            self.timing.resync
+                        }
+                    }
+                }
+            };
+            tokio::select! {
+                r = rx.changed() => if r.is_err() { return },
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+
+    /// Makes sure the image is fetched and verified here, once.
+    async fn ensure_image(&self, img: &Image) -> Result<(), Stop> {
+        let spec = image_spec(img);
+        if lock(&self.prepared).contains(&spec.id) {
+            return Ok(());
+        }
+        let l = lock(&self.image_locks)
+            .entry(spec.id.clone())
+            .or_default()
+            .clone();
+        let mut refused = l.lock().await;
+        if let Some(e) = refused.as_ref() {
+            return Err(Stop::Fail(e.to_string()));
+        }
+        if lock(&self.prepared).contains(&spec.id) {
+            return Ok(());
+        }
+        let id = spec.id.clone();
+        match self.call(move |hv| hv.prepare_image(&spec)).await {
+            Ok(()) => {
+                lock(&self.prepared).insert(id);
+                Ok(())
+            }
+            Err(e @ HvError::Checksum { .. }) => {
+                *refused = Some(e.clone());
+                Err(Stop::Fail(e.to_string()))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// One pass over an instance; returns what it now observes.
+    async fn converge_instance(
+        &self,
+        id: &str,
+        inst: &Instance,
+        rebooted: &mut Option<u64>,
+    ) -> Result<IS, Stop> {
+        let cur = state(inst);
+        if matches!(cur, IS::Deleting | IS::Deleted) {
+            let i = id.to_string();
+            self.call(move |hv| hv.delete(&i)).await?;
+            return Ok(IS::Deleted);
+        }
+        if cur == IS::Pending {
+            return Ok(cur);
+        }
+        let img = lock(&self.images).get(&inst.image_id).cloned().ok_or_else(|| {
+            Stop::Fail(format!("image {} is unknown to this host", inst.image_id))
+        })?;
+        self.ensure_image(&img).await?;
+        let spec = vm_spec(inst, &img);
+        self.call(move |hv| hv.define(&spec)).await?;
+        let i = id.to_string();
+        let power = self
+            .call(move |hv| hv.status(&i))
+            .await?
+            .map_or(PowerState::Stopped, |s| s.state);
+        let running = power == PowerState::Running;
+        let want_stopped = inst.intent == PowerIntent::Stopped as i32
+            || matches!(cur, IS::Stopping | IS::Stopped);
+        if want_stopped {
+            if running {
+                self.stop(id).await?;
+            }
+            return Ok(IS::Stopped);
+        }
+        match cur {
+            // Believed running but found off: the guest shut itself down; say so, don't restart.
+            IS::Running => Ok(if running || power == PowerState::Other {
+                IS::Running
+            } else {
+                IS::Stopped
+            }),
+            IS::Rebooting => {
+                if *rebooted != Some(inst.reboot_serial) {
+                    let i = id.to_string();
+                    if running {
+                        self.call(move |hv| hv.reboot(&i)).await?;
+                    } else {
+                        self.call(move |hv| hv.start(&i)).await?;
+                    }
+                    *rebooted = Some(inst.reboot_serial);
+                }
+                Ok(IS::Running)
+            }
+            _ => {
+                if !running {
+                    let i = id.to_string();
+                    self.call(move |hv| hv.start(&i)).await?;
+                }
+                *rebooted = Some(inst.reboot_serial);
+                Ok(IS::Running)
+            }
+        }
+    }
+
+    /// Graceful stop, then power off once the timeout passes.
+    async fn stop(&self, id: &str) -> Result<(), Stop> {
+        let i = id.to_string();
+        self.call(move |hv| hv.shutdown(&i)).await?;
+        let deadline = Instant::now() + self.timing.stop_timeout;
+        while Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            let i = id.to_string();
+            let s = self.call(move |hv| hv.status(&i)).await?;
+            if s.is_none_or(|s| s.state != PowerState::Running) {
+                return Ok(());
+            }
+        }
+        tracing::info!(instance = %id, "graceful stop timed out; cutting the power");
+        let i = id.to_string();
+        self.call(move |hv| hv.power_off(&i)).await?;
+        Ok(())
+    }
+
+    async fn volume_actor(self: Arc<Self>, id: String, mut rx: watch::Receiver<Option<Volume>>) {
+        loop {
+            let desired = rx.borrow_and_update().clone();
+            let wait = match desired {
+                None => match self.call({
+                    let id = id.clone();
+                    move |hv| hv.delete_volume(&id)
+                })
+                .await
+                {
+                    Ok(()) => {
+                        drop(rx);
+                        let mut m = lock(&self.volumes);
+                        if m.get(&id).is_some_and(|tx| tx.is_closed()) {
+                            m.remove(&id);
+                        }
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::warn!(volume = %id, error = %e, "cannot remove volume");
+                        self.timing.retry
+                    }
+                },
+                Some(v) => {
+                    let cur = vstate(&v);
+                    match self.converge_volume(&id, &v).await {
+                        Ok(observed) => {
+                            self.report_volume(&id, cur, observed, String::new());
+                            self.timing.resync
+                        }
+                        Err(Stop::Retry(why)) => {
+                            tracing::debug!(volume = %id, %why, "will retry");
+                            self.timing.retry
+                        }
+                        Err(Stop::Fail(why)) => {
+                            tracing::warn!(volume = %id, %why, "volume operation failed");
+                            // A failed attach or detach returns to where it came from.
+                            let back = match cur {
+                                VS::Attaching => VS::Available,
+                                VS::Detaching => VS::InUse,
+                                _ => VS::Error,
+                            };
+                            self.report_volume(&id, cur, back, why);
+                            self.timing.resync
+                        }
+                    }
+                }
+            };
+            tokio::select! {
+                r = rx.changed() => if r.is_err() { return },
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+
+    async fn converge_volume(&self, id: &str, v: &Volume) -> Result<VS, Stop> {
+        let cur = vstate(v);
+        let i = id.to_string();
+        if matches!(cur, VS::Deleting | VS::Deleted) {
+            self.call(move |hv| hv.delete_volume(&i)).await?;
+            return Ok(VS::Deleted);
+        }
+        let size = v.size_gib;
+        let have = self
+            .call(move |hv| {
+                hv.create_volume(&i, size)?;
+                hv.list_volumes()
+            })
+            .await?
+            .into_iter()
+            .find(|x| x.id == id)
+            .map_or(0, |x| x.size_gib);
+        if have < size {
+            let i = id.to_string();
+            self.call(move |hv| hv.extend_volume(&i, size)).await?;
+        }
+        let vm = v.attached_to.clone();
+        match cur {
+            VS::Attaching | VS::InUse => {
+                let (i, m) = (id.to_string(), vm.clone());
+                let attached = self.call(move |hv| hv.status(&m)).await?;
+                match attached {
+                    None => {
+                        return Err(Stop::Retry(format!("guest {vm} is not defined here yet")))
+                    }
+                    Some(s) if s.volumes.contains(&i) => {}
+                    Some(_) => self.call(move |hv| hv.attach_volume(&vm, &i)).await?,
+                }
+                Ok(VS::InUse)
+            }
+            VS::Detaching => {
+                let i = id.to_string();
+                self.call(move |hv| hv.detach_volume(&vm, &i)).await?;
+                Ok(VS::Available)
+            }
+            _ => Ok(VS::Available),
+        }
+    }
+}

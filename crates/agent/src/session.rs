@@ -1,0 +1,246 @@
+//! The agent's link to the control plane: enrollment, then one outbound stream to the leader
+//! that follows leader changes and server restarts by itself.
+
+use crate::hypervisor::{HvError, Inventory};
+use crate::identity::Identity;
+use crate::reconcile::{Reconciler, Report};
+use andromede_api::v1::agent_service_client::AgentServiceClient;
+use andromede_api::v1::{
+    agent_message, control_message, AgentHello, AgentMessage, ConsoleLogReply, EnrollRequest,
+    Heartbeat, HostInventory, Reports, Resources,
+};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::{Channel, Endpoint};
+
+/// Metadata a follower sets to name the leader.
+const LEADER_HEADER: &str = "x-andromede-leader";
+
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error("{0}: {1}")]
+    Connect(String, String),
+    #[error("{0}")]
+    Refused(String),
+    #[error("hypervisor: {0}")]
+    Hypervisor(#[from] HvError),
+}
+
+pub fn url(addr: &str) -> String {
+    if addr.starts_with("http://") || addr.starts_with("https://") {
+        addr.to_string()
+    } else {
+        format!("http://{addr}")
+    }
+}
+
+fn channel(addr: &str) -> Result<Channel, SessionError> {
+    Ok(Endpoint::from_shared(url(addr))
+        .map_err(|e| SessionError::Connect(addr.into(), e.to_string()))?
+        .connect_timeout(Duration::from_secs(3))
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(5))
+        .keep_alive_timeout(Duration::from_secs(10))
+        .connect_lazy())
+}
+
+pub fn inventory(inv: Inventory, driver: &str) -> HostInventory {
+    HostInventory {
+        capacity: Some(Resources {
+            vcpus: inv.vcpus,
+            memory_mib: inv.memory_mib,
+            disk_gib: inv.disk_gib,
+        }),
+        driver: driver.to_string(),
+        agent_version: env!("CARGO_PKG_VERSION").to_string(),
+    }
+}
+
+/// Trades a join token for a host identity, trying each server in turn (any server accepts it:
+/// followers forward the write to the leader).
+pub async fn enroll(
+    servers: &[String],
+    join_token: &str,
+    hostname: &str,
+    inv: HostInventory,
+) -> Result<Identity, SessionError> {
+    let mut last = SessionError::Refused("no server given".into());
+    for s in servers {
+        let mut c = AgentServiceClient::new(channel(s)?);
+        let req = EnrollRequest {
+            join_token: join_token.to_string(),
+            hostname: hostname.to_string(),
+            inventory: Some(inv.clone()),
+        };
+        match c.enroll(req).await {
+            Ok(r) => {
+                let r = r.into_inner();
+                return Ok(Identity {
+                    host_id: r.host_id,
+                    host_name: r.host_name,
+                    datacenter_id: r.datacenter_id,
+                    credential: r.credential,
+                });
+            }
+            Err(st) if st.code() == tonic::Code::Unavailable => {
+                last = SessionError::Connect(s.clone(), st.message().to_string());
+            }
+            Err(st) => {
+                return Err(SessionError::Refused(format!(
+                    "enrollment refused ({:?}): {}",
+                    st.code(),
+                    st.message()
+                )))
+            }
+        }
+    }
+    Err(last)
+}
+
+/// Settings of the stream.
+#[derive(Debug, Clone)]
+pub struct Link {
+    pub servers: Vec<String>,
+    pub heartbeat: Duration,
+}
+
+/// Keeps a stream to the leader open forever, reconnecting with backoff. Returns only when the
+/// control plane refuses this host's identity.
+pub async fn run(
+    link: Link,
+    id: Identity,
+    rec: Arc<Reconciler>,
+    mut reports: mpsc::UnboundedReceiver<Report>,
+) -> Result<(), SessionError> {
+    let mut next = 0usize;
+    let mut hint: Option<String> = None;
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        let addr = hint.take().unwrap_or_else(|| {
+            let a = link.servers[next % link.servers.len()].clone();
+            next += 1;
+            a
+        });
+        match one_session(&link, &addr, &id, &rec, &mut reports).await {
+            Ok(Ended::Redirect(leader)) => {
+                tracing::info!(from = %addr, to = %leader, "following the leader");
+                hint = Some(leader);
+                backoff = Duration::from_millis(200);
+                continue;
+            }
+            Ok(Ended::Closed(why)) => {
+                tracing::warn!(server = %addr, %why, "stream ended; reconnecting");
+                backoff = Duration::from_millis(200);
+            }
+            Err(SessionError::Refused(why)) => return Err(SessionError::Refused(why)),
+            Err(e) => tracing::warn!(server = %addr, error = %e, "cannot reach the control plane"),
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+enum Ended {
+    Redirect(String),
+    Closed(String),
+}
+
+fn ended(st: tonic::Status) -> Result<Ended, SessionError> {
+    if let Some(l) = st
+        .metadata()
+        .get(LEADER_HEADER)
+        .and_then(|v| v.to_str().ok())
+    {
+        return Ok(Ended::Redirect(l.to_string()));
+    }
+    match st.code() {
+        tonic::Code::Unauthenticated | tonic::Code::PermissionDenied => Err(
+            SessionError::Refused(format!("the control plane refused this host: {}", st.message())),
+        ),
+        _ => Ok(Ended::Closed(format!("{:?}: {}", st.code(), st.message()))),
+    }
+}
+
+async fn one_session(
+    link: &Link,
+    addr: &str,
+    id: &Identity,
+    rec: &Arc<Reconciler>,
+    reports: &mut mpsc::UnboundedReceiver<Report>,
+) -> Result<Ended, SessionError> {
+    let hv = rec.hypervisor();
+    let inv = tokio::task::spawn_blocking(move || hv.inventory().map(|i| (i, hv.driver())))
+        .await
+        .map_err(|e| SessionError::Refused(format!("inventory task: {e}")))??;
+    let (out, out_rx) = mpsc::channel::<AgentMessage>(1024);
+    let hello = AgentMessage {
+        msg: Some(agent_message::Msg::Hello(AgentHello {
+            host_id: id.host_id.clone(),
+            credential: id.credential.clone(),
+            inventory: Some(inventory(inv.0, inv.1)),
+        })),
+    };
+    let _ = out.send(hello).await;
+    let mut client = AgentServiceClient::new(channel(addr)?);
+    let mut inbound = match client.session(ReceiverStream::new(out_rx)).await {
+        Ok(r) => r.into_inner(),
+        Err(st) => return ended(st),
+    };
+    tracing::info!(server = %addr, host = %id.host_id, "connected to the control plane");
+    let mut beat = tokio::time::interval(link.heartbeat);
+    loop {
+        tokio::select! {
+            m = inbound.message() => match m {
+                Ok(Some(m)) => match m.msg {
+                    Some(control_message::Msg::Desired(d)) => rec.apply(d).await,
+                    Some(control_message::Msg::ConsoleLog(c)) => {
+                        let hv = rec.hypervisor();
+                        let out = out.clone();
+                        tokio::spawn(async move {
+                            let max = usize::try_from(c.max_bytes).unwrap_or(usize::MAX);
+                            let iid = c.instance_id.clone();
+                            let r = tokio::task::spawn_blocking(move || hv.console_log(&iid, max)).await;
+                            let (data, error) = match r {
+                                Ok(Ok(d)) => (d, String::new()),
+                                Ok(Err(e)) => (Vec::new(), e.to_string()),
+                                Err(e) => (Vec::new(), e.to_string()),
+                            };
+                            let reply = ConsoleLogReply { request_id: c.request_id, data, error };
+                            let _ = out.send(AgentMessage { msg: Some(agent_message::Msg::ConsoleLog(reply)) }).await;
+                        });
+                    }
+                    None => {}
+                },
+                Ok(None) => return Ok(Ended::Closed("the server closed the stream".into())),
+                Err(st) => return ended(st),
+            },
+            _ = beat.tick() => {
+                if out.send(AgentMessage { msg: Some(agent_message::Msg::Heartbeat(Heartbeat {})) }).await.is_err() {
+                    return Ok(Ended::Closed("outbound stream closed".into()));
+                }
+            }
+            r = reports.recv() => {
+                let Some(first) = r else { return Ok(Ended::Closed("reconciler stopped".into())) };
+                let mut all = vec![first];
+                while all.len() < 1000 {
+                    match reports.try_recv() {
+                        Ok(r) => all.push(r),
+                        Err(_) => break,
+                    }
+                }
+                let mut batch = Reports::default();
+                for r in all {
+                    match r {
+                        Report::Instance(i) => batch.instances.push(i),
+                        Report::Volume(v) => batch.volumes.push(v),
+                    }
+                }
+                if out.send(AgentMessage { msg: Some(agent_message::Msg::Reports(batch)) }).await.is_err() {
+                    return Ok(Ended::Closed("outbound stream closed".into()));
+                }
+            }
+        }
+    }
+}

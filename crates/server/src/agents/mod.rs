@@ -1,0 +1,187 @@
+//! The leader's side of host agents: who is connected, when each was last heard from (kept in
+//! memory only; only transitions reach the log), liveness sweeps and console-log requests.
+
+pub mod session;
+
+use crate::error::ApiError;
+use crate::node::Node;
+use andromede_api::v1::{control_message, ConsoleLogReply, ConsoleLogRequest, ControlMessage};
+use andromede_store::Command;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot};
+use tonic::Status;
+
+/// Outgoing half of one agent's stream.
+pub type Outbox = mpsc::Sender<Result<ControlMessage, Status>>;
+
+struct Conn {
+    session: u64,
+    tx: Outbox,
+}
+
+/// Connected agents and their liveness, on this server (meaningful on the leader).
+pub struct Agents {
+    conns: Mutex<HashMap<String, Conn>>,
+    seen: Mutex<HashMap<String, Instant>>,
+    pending: Mutex<HashMap<u64, oneshot::Sender<ConsoleLogReply>>>,
+    next: AtomicU64,
+    /// A host not heard from for this long goes down.
+    pub ttl: Duration,
+    /// How often agents send heartbeats (told to them implicitly: a third of the TTL is safe).
+    pub heartbeat: Duration,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Agents {
+    pub fn new(ttl: Duration) -> Arc<Self> {
+        Arc::new(Self {
+            conns: Mutex::new(HashMap::new()),
+            seen: Mutex::new(HashMap::new()),
+            pending: Mutex::new(HashMap::new()),
+            next: AtomicU64::new(1),
+            ttl,
+            heartbeat: ttl / 3,
+        })
+    }
+
+    pub fn touch(&self, host: &str) {
+        lock(&self.seen).insert(host.to_string(), Instant::now());
+    }
+
+    /// Registers a new stream for `host`, replacing any older one; returns its session number.
+    pub fn connect(&self, host: &str, tx: Outbox) -> u64 {
+        let session = self.next.fetch_add(1, Ordering::Relaxed);
+        lock(&self.conns).insert(host.to_string(), Conn { session, tx });
+        self.touch(host);
+        session
+    }
+
+    /// Whether `session` is still the current stream of `host`.
+    pub fn current(&self, host: &str, session: u64) -> bool {
+        lock(&self.conns)
+            .get(host)
+            .is_some_and(|c| c.session == session)
+    }
+
+    pub fn disconnect(&self, host: &str, session: u64) {
+        let mut c = lock(&self.conns);
+        if c.get(host).is_some_and(|c| c.session == session) {
+            c.remove(host);
+        }
+    }
+
+    pub fn connected(&self) -> usize {
+        lock(&self.conns).len()
+    }
+
+    /// Forgets every liveness record (a new leader starts every host's clock afresh).
+    pub fn reset(&self) {
+        lock(&self.seen).clear();
+        lock(&self.conns).clear();
+    }
+
+    pub fn resolve_console(&self, reply: ConsoleLogReply) {
+        if let Some(tx) = lock(&self.pending).remove(&reply.request_id) {
+            let _ = tx.send(reply);
+        }
+    }
+
+    /// Asks the host's agent for the tail of an instance's console log.
+    pub async fn console_log(
+        &self,
+        host: &str,
+        instance_id: &str,
+        max_bytes: u64,
+    ) -> Result<Vec<u8>, ApiError> {
+        let tx = lock(&self.conns)
+            .get(host)
+            .map(|c| c.tx.clone())
+            .ok_or_else(|| {
+                ApiError::Unavailable(format!("the agent of host {host} is not connected"))
+            })?;
+        let request_id = self.next.fetch_add(1, Ordering::Relaxed);
+        let (done, wait) = oneshot::channel();
+        lock(&self.pending).insert(request_id, done);
+        let msg = ControlMessage {
+            msg: Some(control_message::Msg::ConsoleLog(ConsoleLogRequest {
+                request_id,
+                instance_id: instance_id.to_string(),
+                max_bytes,
+            })),
+        };
+        if tx.send(Ok(msg)).await.is_err() {
+            lock(&self.pending).remove(&request_id);
+            return Err(ApiError::Unavailable(format!(
+                "the agent of host {host} disconnected"
+            )));
+        }
+        let reply = tokio::time::timeout(Duration::from_secs(10), wait).await;
+        lock(&self.pending).remove(&request_id);
+        match reply {
+            Ok(Ok(r)) if r.error.is_empty() => Ok(r.data),
+            Ok(Ok(r)) => Err(ApiError::Precondition(r.error)),
+            Ok(Err(_)) => Err(ApiError::Unavailable(format!(
+                "the agent of host {host} disconnected"
+            ))),
+            Err(_) => Err(ApiError::Unavailable(format!(
+                "the agent of host {host} did not answer within 10 s"
+            ))),
+        }
+    }
+}
+
+/// Leader-only loop: hosts whose agent has not been heard from within the TTL go down (their
+/// instances HOST_LOST). A new leader gives every host a full TTL before judging it.
+pub async fn sweep(node: Arc<Node>, agents: Arc<Agents>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    let mut leader_since: Option<Instant> = None;
+    loop {
+        tick.tick().await;
+        if !node.is_leader() {
+            if leader_since.take().is_some() {
+                agents.reset();
+            }
+            continue;
+        }
+        let since = *leader_since.get_or_insert_with(|| {
+            agents.reset();
+            Instant::now()
+        });
+        let watched: Vec<String> = node.read(|s| {
+            s.hosts
+                .values()
+                .filter(|h| !h.simulated && !h.credential_sha256.is_empty())
+                .filter(|h| h.state != andromede_api::v1::HostState::Down as i32)
+                .map(|h| h.meta.as_ref().map(|m| m.id.clone()).unwrap_or_default())
+                .collect()
+        });
+        let now = Instant::now();
+        for host in watched {
+            let last = lock(&agents.seen).get(&host).copied().unwrap_or(since);
+            if now.duration_since(last) <= agents.ttl {
+                continue;
+            }
+            let reason = format!(
+                "host agent silent for more than {} s",
+                agents.ttl.as_secs_f64()
+            );
+            tracing::warn!(%host, %reason, "host down");
+            let cmd = Command::HostLost {
+                id: host.clone(),
+                reason,
+            };
+            if let Err(e) = node
+                .submit_local(crate::node::Proposal::Cmd(cmd))
+                .await
+            {
+                tracing::warn!(%host, error = %e, "could not record the host as down");
+            }
+        }
+    }
+}

@@ -1,0 +1,379 @@
+//! AgentService: enrollment with a join token, then each agent's stream to the leader, which
+//! pushes the host's desired state (in full on connect, then changes) and records its reports.
+
+use super::{Agents, Outbox};
+use crate::error::ApiError;
+use crate::node::{Node, Proposal};
+use andromede_api::v1::agent_service_server::AgentService;
+use andromede_api::v1::{
+    agent_message, control_message, AgentHello, AgentMessage, ControlMessage, DesiredState,
+    EnrollRequest, EnrollResponse, EventType, Host, HostState, Image, Instance, InstanceState,
+    Reports, Volume, VolumeState,
+};
+use andromede_model::capacity::DEFAULT_RATIOS;
+use andromede_model::validate::{self as val, Violations};
+use andromede_store::command::Reply;
+use andromede_store::{Command, State};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::metadata::MetadataValue;
+use tonic::{Request, Response, Status, Streaming};
+
+/// Metadata key naming the leader's address when a follower turns an agent away.
+pub const LEADER_HEADER: &str = "x-andromede-leader";
+
+#[derive(Clone)]
+pub struct AgentApi {
+    pub node: Arc<Node>,
+    pub agents: Arc<Agents>,
+}
+
+pub fn sha256_hex(s: &str) -> String {
+    hex::encode(Sha256::digest(s.as_bytes()))
+}
+
+/// 256 random bits as hex, for secrets and credentials.
+pub fn secret() -> String {
+    format!(
+        "{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    )
+}
+
+fn id_of<T: andromede_store::resource::Resource>(r: &T) -> String {
+    r.meta().id.clone()
+}
+
+/// Everything `host` must run, with the images its instances boot from.
+fn full_state(s: &State, host: &str) -> DesiredState {
+    let instances: Vec<Instance> = s
+        .instances
+        .values()
+        .filter(|i| i.host_id == host)
+        .cloned()
+        .collect();
+    let volumes: Vec<Volume> = s
+        .volumes
+        .values()
+        .filter(|v| v.host_id == host)
+        .cloned()
+        .collect();
+    DesiredState {
+        full: true,
+        images: images_for(s, &instances),
+        instances,
+        volumes,
+        ..Default::default()
+    }
+}
+
+fn images_for(s: &State, instances: &[Instance]) -> Vec<Image> {
+    let ids: BTreeSet<&str> = instances.iter().map(|i| i.image_id.as_str()).collect();
+    ids.into_iter()
+        .filter_map(|id| s.images.get(id).cloned())
+        .collect()
+}
+
+fn desired(d: DesiredState) -> ControlMessage {
+    ControlMessage {
+        msg: Some(control_message::Msg::Desired(d)),
+    }
+}
+
+fn not_leader(node: &Node) -> Status {
+    let mut st = Status::unavailable("this server is not the Raft leader; connect to the leader");
+    if let Some((_, addr)) = node.leader() {
+        if let Ok(v) = MetadataValue::try_from(addr.as_str()) {
+            st.metadata_mut().insert(LEADER_HEADER, v);
+        }
+    }
+    st
+}
+
+impl AgentApi {
+    /// Checks the hello's credential and records what the agent reports of its host.
+    async fn hello(&self, h: &AgentHello) -> Result<Host, Status> {
+        let host = self
+            .node
+            .read(|s| s.hosts.get(&h.host_id).cloned())
+            .ok_or_else(|| {
+                Status::unauthenticated(format!(
+                    "host {} is not enrolled here (was it deleted?): enroll again with a new join token",
+                    h.host_id
+                ))
+            })?;
+        if host.credential_sha256.is_empty() || host.credential_sha256 != sha256_hex(&h.credential)
+        {
+            return Err(Status::unauthenticated("wrong host credential"));
+        }
+        let inv = h.inventory.clone().unwrap_or_default();
+        let capacity = inv.capacity.filter(|c| c.vcpus > 0 && c.memory_mib > 0);
+        let changed = host.state == HostState::Down as i32
+            || (capacity.is_some() && capacity != host.capacity)
+            || inv.driver != host.driver
+            || inv.agent_version != host.agent_version;
+        if changed {
+            let cmd = Command::HostSeen {
+                id: h.host_id.clone(),
+                capacity,
+                driver: inv.driver,
+                agent_version: inv.agent_version,
+            };
+            self.node
+                .submit_local(Proposal::Cmd(cmd))
+                .await
+                .map_err(Status::from)?;
+        }
+        Ok(host)
+    }
+
+    /// Writes what the agent observed, limited to resources placed on its own host.
+    async fn reports(&self, host: &str, r: Reports) -> Result<(), ApiError> {
+        let (inst, vols) = self.node.read(|s| {
+            let inst: Vec<(String, InstanceState, String)> = r
+                .instances
+                .iter()
+                .filter(|x| s.instances.get(&x.id).is_some_and(|i| i.host_id == host))
+                .filter_map(|x| {
+                    let st = InstanceState::try_from(x.state).ok()?;
+                    let cur = s.instances.get(&x.id).map(|i| i.state);
+                    (cur != Some(x.state)).then(|| (x.id.clone(), st, x.reason.clone()))
+                })
+                .collect();
+            let vols: Vec<(String, VolumeState, String)> = r
+                .volumes
+                .iter()
+                .filter(|x| s.volumes.get(&x.id).is_some_and(|v| v.host_id == host))
+                .filter_map(|x| {
+                    let st = VolumeState::try_from(x.state).ok()?;
+                    let cur = s.volumes.get(&x.id).map(|v| v.state);
+                    (cur != Some(x.state)).then(|| (x.id.clone(), st, x.reason.clone()))
+                })
+                .collect();
+            (inst, vols)
+        });
+        if !inst.is_empty() {
+            self.node
+                .submit_local(Proposal::Cmd(Command::ObserveInstances(inst)))
+                .await?;
+        }
+        if !vols.is_empty() {
+            self.node
+                .submit_local(Proposal::Cmd(Command::ObserveVolumes(vols)))
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// One agent's stream, until it ends, another stream replaces it or leadership moves.
+    async fn run(
+        self,
+        host: String,
+        session: u64,
+        mut inbound: Streaming<AgentMessage>,
+        tx: Outbox,
+    ) {
+        let mut events = self.node.shared.events.subscribe();
+        let first = self.node.read(|s| full_state(s, &host));
+        if tx.send(Ok(desired(first))).await.is_err() {
+            self.agents.disconnect(&host, session);
+            return;
+        }
+        tracing::info!(%host, "agent connected");
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let end: Option<Status> = loop {
+            tokio::select! {
+                m = inbound.message() => match m {
+                    Ok(Some(m)) => {
+                        self.agents.touch(&host);
+                        match m.msg {
+                            Some(agent_message::Msg::Reports(r)) => {
+                                if let Err(e) = self.reports(&host, r).await {
+                                    tracing::warn!(%host, error = %e, "could not record agent reports");
+                                    if matches!(e, ApiError::NotLeader) {
+                                        break Some(not_leader(&self.node));
+                                    }
+                                }
+                            }
+                            Some(agent_message::Msg::ConsoleLog(c)) => self.agents.resolve_console(c),
+                            Some(agent_message::Msg::Heartbeat(_)) | None => {}
+                            Some(agent_message::Msg::Hello(_)) => {
+                                break Some(Status::invalid_argument("hello sent twice on one stream"));
+                            }
+                        }
+                    }
+                    Ok(None) => break None,
+                    Err(e) => {
+                        tracing::info!(%host, error = %e, "agent stream broke");
+                        break None;
+                    }
+                },
+                ev = events.recv() => {
+                    let mut evs = Vec::new();
+                    let full = match ev {
+                        Ok(e) => { evs.push(e); false }
+                        Err(RecvError::Lagged(_)) => true,
+                        Err(RecvError::Closed) => break None,
+                    };
+                    let mut full = full;
+                    while evs.len() < 1000 {
+                        match events.try_recv() {
+                            Ok(e) => evs.push(e),
+                            Err(tokio::sync::broadcast::error::TryRecvError::Lagged(_)) => { full = true; break }
+                            Err(_) => break,
+                        }
+                    }
+                    let msg = self.node.read(|s| if full { Some(full_state(s, &host)) } else { changes(s, &host, &evs) });
+                    if let Some(d) = msg {
+                        if tx.send(Ok(desired(d))).await.is_err() { break None; }
+                    }
+                }
+                _ = tick.tick() => {
+                    if !self.node.is_leader() {
+                        break Some(not_leader(&self.node));
+                    }
+                    if !self.agents.current(&host, session) {
+                        break Some(Status::aborted("a newer stream from the same host replaced this one"));
+                    }
+                }
+            }
+        };
+        if let Some(st) = end {
+            let _ = tx.send(Err(st)).await;
+        }
+        self.agents.disconnect(&host, session);
+        tracing::info!(%host, "agent disconnected");
+    }
+}
+
+/// The part of a batch of events that concerns `host`, or `None` when nothing does.
+fn changes(s: &State, host: &str, evs: &[andromede_api::v1::Event]) -> Option<DesiredState> {
+    let mut d = DesiredState::default();
+    let mut seen = BTreeSet::new();
+    for e in evs {
+        if !seen.insert((e.kind.clone(), e.id.clone())) {
+            continue;
+        }
+        match e.kind.as_str() {
+            "instance" => match s.instances.get(&e.id) {
+                Some(i) if i.host_id == host => d.instances.push(i.clone()),
+                Some(_) => {}
+                None if e.r#type == EventType::Deleted as i32 => {
+                    let gone: Instance = serde_json::from_str(&e.resource_json).unwrap_or_default();
+                    if gone.host_id == host {
+                        d.removed_instances.push(e.id.clone());
+                    }
+                }
+                None => {}
+            },
+            "volume" => match s.volumes.get(&e.id) {
+                Some(v) if v.host_id == host => d.volumes.push(v.clone()),
+                Some(_) => {}
+                None if e.r#type == EventType::Deleted as i32 => {
+                    let gone: Volume = serde_json::from_str(&e.resource_json).unwrap_or_default();
+                    if gone.host_id == host {
+                        d.removed_volumes.push(e.id.clone());
+                    }
+                }
+                None => {}
+            },
+            _ => {}
+        }
+    }
+    if d.instances.is_empty()
+        && d.volumes.is_empty()
+        && d.removed_instances.is_empty()
+        && d.removed_volumes.is_empty()
+    {
+        return None;
+    }
+    d.images = images_for(s, &d.instances);
+    Some(d)
+}
+
+#[tonic::async_trait]
+impl AgentService for AgentApi {
+    async fn enroll(&self, r: Request<EnrollRequest>) -> Result<Response<EnrollResponse>, Status> {
+        let r = r.into_inner();
+        let mut v = Violations::new();
+        v.name("hostname", &r.hostname);
+        let (token_id, token_secret) = r.join_token.split_once('.').unwrap_or(("", ""));
+        if token_id.is_empty() || token_secret.is_empty() {
+            v.add("join_token", "must be the `<id>.<secret>` string an admin created");
+        }
+        let inv = r.inventory.unwrap_or_default();
+        let cap = inv.capacity.unwrap_or_default();
+        v.positive("inventory.capacity.vcpus", cap.vcpus, val::MAX_VCPUS);
+        v.positive(
+            "inventory.capacity.memory_mib",
+            cap.memory_mib,
+            val::MAX_MEMORY_MIB,
+        );
+        v.positive("inventory.capacity.disk_gib", cap.disk_gib, val::MAX_DISK_GIB);
+        v.text("inventory.driver", &inv.driver, 64);
+        v.text("inventory.agent_version", &inv.agent_version, 64);
+        crate::api::check(v)?;
+        let credential = secret();
+        let host = Host {
+            meta: crate::api::meta(&r.hostname, "", ""),
+            state: HostState::Up as i32,
+            capacity: Some(cap),
+            ratios: Some(DEFAULT_RATIOS),
+            driver: inv.driver,
+            agent_version: inv.agent_version,
+            credential_sha256: sha256_hex(&credential),
+            ..Default::default()
+        };
+        let cmd = Command::EnrollHost {
+            token_id: token_id.to_string(),
+            secret_sha256: sha256_hex(token_secret),
+            host,
+        };
+        let rep = self.node.submit(Proposal::Cmd(cmd)).await?;
+        let Reply::Host(h) = rep else {
+            return Err(Status::internal("unexpected reply to an enrollment"));
+        };
+        tracing::info!(host = %id_of(&h), name = %r.hostname, "host enrolled");
+        Ok(Response::new(EnrollResponse {
+            host_id: id_of(&h),
+            host_name: r.hostname,
+            datacenter_id: h.datacenter_id,
+            credential,
+        }))
+    }
+
+    type SessionStream = ReceiverStream<Result<ControlMessage, Status>>;
+
+    async fn session(
+        &self,
+        r: Request<Streaming<AgentMessage>>,
+    ) -> Result<Response<Self::SessionStream>, Status> {
+        if !self.node.is_leader() {
+            return Err(not_leader(&self.node));
+        }
+        let mut inbound = r.into_inner();
+        let first = tokio::time::timeout(Duration::from_secs(10), inbound.message())
+            .await
+            .map_err(|_| Status::deadline_exceeded("no hello within 10 s"))??;
+        let Some(AgentMessage {
+            msg: Some(agent_message::Msg::Hello(hello)),
+        }) = first
+        else {
+            return Err(Status::invalid_argument(
+                "the first message on a session must be a hello",
+            ));
+        };
+        let host = self.hello(&hello).await?;
+        let host_id = id_of(&host);
+        let (tx, rx) = mpsc::channel(256);
+        let session = self.agents.connect(&host_id, tx.clone());
+        tokio::spawn(self.clone().run(host_id, session, inbound, tx));
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+}
