@@ -66,6 +66,7 @@ impl Snap {
             }),
             used: Some(Resources::default()),
             simulated: true,
+            ..Default::default()
         });
     }
 }

@@ -27,6 +27,7 @@ pub async fn run(ctx: &Ctx, cmd: ImageCmd) -> Result<()> {
                 min_disk_gib,
                 project: project.unwrap_or_default(),
                 request_id: request_id(rid),
+                ..Default::default()
             };
             let image = ctx
                 .create_with_retry("image", || {
