@@ -1,7 +1,7 @@
 //! `andromede-agent`: the per-host agent binary. Enrolls once with a join token, then keeps a
 //! stream to the control plane's leader and converges the host's guests and volumes.
 
-use andromede_agent::hypervisor::fake::{Faults, FakeDriver};
+use andromede_agent::hypervisor::fake::{FakeDriver, Faults};
 use andromede_agent::hypervisor::{Hypervisor, Inventory};
 use andromede_agent::reconcile::{Reconciler, Timing};
 use andromede_agent::{identity, session};
@@ -20,7 +20,12 @@ use std::time::Duration;
 #[command(name = "andromede-agent", version)]
 struct Args {
     /// Control-plane servers (any of them; the agent follows the leader). Repeat or comma-separate.
-    #[arg(long = "server", env = "ANDROMEDE_SERVERS", value_delimiter = ',', required = true)]
+    #[arg(
+        long = "server",
+        env = "ANDROMEDE_SERVERS",
+        value_delimiter = ',',
+        required = true
+    )]
     servers: Vec<String>,
     /// Where the host identity is kept.
     #[arg(long, default_value = "/var/lib/andromede/agent")]

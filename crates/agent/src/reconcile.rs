@@ -3,9 +3,7 @@
 //! never holds up the others. Every pass is idempotent: after a crash the same pass finishes or
 //! undoes what was interrupted.
 
-use crate::hypervisor::{
-    FileSource, HvError, Hypervisor, ImageSpec, PowerState, VmSpec,
-};
+use crate::hypervisor::{FileSource, HvError, Hypervisor, ImageSpec, PowerState, VmSpec};
 use andromede_api::v1::{
     DesiredState, Image, Instance, InstanceReport, InstanceState as IS, PowerIntent, Volume,
     VolumeReport, VolumeState as VS,
@@ -209,11 +207,19 @@ impl Reconciler {
             .cloned()
             .collect();
         match self.call(|hv| hv.list()).await {
-            Ok(doms) => gone_i.extend(doms.into_iter().map(|d| d.id).filter(|id| !want_i.contains(id))),
+            Ok(doms) => gone_i.extend(
+                doms.into_iter()
+                    .map(|d| d.id)
+                    .filter(|id| !want_i.contains(id)),
+            ),
             Err(e) => tracing::warn!(error = %e, "cannot list guests"),
         }
         match self.call(|hv| hv.list_volumes()).await {
-            Ok(vols) => gone_v.extend(vols.into_iter().map(|v| v.id).filter(|id| !want_v.contains(id))),
+            Ok(vols) => gone_v.extend(
+                vols.into_iter()
+                    .map(|v| v.id)
+                    .filter(|id| !want_v.contains(id)),
+            ),
             Err(e) => tracing::warn!(error = %e, "cannot list volumes"),
         }
         for id in gone_i {
@@ -272,18 +278,23 @@ impl Reconciler {
         }
     }
 
-    async fn instance_actor(self: Arc<Self>, id: String, mut rx: watch::Receiver<Option<Instance>>) {
+    async fn instance_actor(
+        self: Arc<Self>,
+        id: String,
+        mut rx: watch::Receiver<Option<Instance>>,
+    ) {
         let mut rebooted: Option<u64> = None;
         let dispatched = Instant::now();
         let mut announced_running = false;
         loop {
             let desired = rx.borrow_and_update().clone();
             let wait = match desired {
-                None => match self.call({
-                    let id = id.clone();
-                    move |hv| hv.delete(&id)
-                })
-                .await
+                None => match self
+                    .call({
+                        let id = id.clone();
+                        move |hv| hv.delete(&id)
+                    })
+                    .await
                 {
                     Ok(()) => {
                         drop(rx);
@@ -379,9 +390,12 @@ impl Reconciler {
         if cur == IS::Pending {
             return Ok(cur);
         }
-        let img = lock(&self.images).get(&inst.image_id).cloned().ok_or_else(|| {
-            Stop::Fail(format!("image {} is unknown to this host", inst.image_id))
-        })?;
+        let img = lock(&self.images)
+            .get(&inst.image_id)
+            .cloned()
+            .ok_or_else(|| {
+                Stop::Fail(format!("image {} is unknown to this host", inst.image_id))
+            })?;
         self.ensure_image(&img).await?;
         let spec = vm_spec(inst, &img);
         self.call(move |hv| hv.define(&spec)).await?;
@@ -391,8 +405,8 @@ impl Reconciler {
             .await?
             .map_or(PowerState::Stopped, |s| s.state);
         let running = power == PowerState::Running;
-        let want_stopped = inst.intent == PowerIntent::Stopped as i32
-            || matches!(cur, IS::Stopping | IS::Stopped);
+        let want_stopped =
+            inst.intent == PowerIntent::Stopped as i32 || matches!(cur, IS::Stopping | IS::Stopped);
         if want_stopped {
             if running {
                 self.stop(id).await?;
@@ -452,11 +466,12 @@ impl Reconciler {
         loop {
             let desired = rx.borrow_and_update().clone();
             let wait = match desired {
-                None => match self.call({
-                    let id = id.clone();
-                    move |hv| hv.delete_volume(&id)
-                })
-                .await
+                None => match self
+                    .call({
+                        let id = id.clone();
+                        move |hv| hv.delete_volume(&id)
+                    })
+                    .await
                 {
                     Ok(()) => {
                         drop(rx);
@@ -530,9 +545,7 @@ impl Reconciler {
                 let (i, m) = (id.to_string(), vm.clone());
                 let attached = self.call(move |hv| hv.status(&m)).await?;
                 match attached {
-                    None => {
-                        return Err(Stop::Retry(format!("guest {vm} is not defined here yet")))
-                    }
+                    None => return Err(Stop::Retry(format!("guest {vm} is not defined here yet"))),
                     Some(s) if s.volumes.contains(&i) => {}
                     Some(_) => self.call(move |hv| hv.attach_volume(&vm, &i)).await?,
                 }

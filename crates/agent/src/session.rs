@@ -156,9 +156,9 @@ fn ended(st: tonic::Status) -> Result<Ended, SessionError> {
         return Ok(Ended::Redirect(l.to_string()));
     }
     match st.code() {
-        tonic::Code::Unauthenticated | tonic::Code::PermissionDenied => Err(
-            SessionError::Refused(format!("the control plane refused this host: {}", st.message())),
-        ),
+        tonic::Code::Unauthenticated | tonic::Code::PermissionDenied => Err(SessionError::Refused(
+            format!("the control plane refused this host: {}", st.message()),
+        )),
         _ => Ok(Ended::Closed(format!("{:?}: {}", st.code(), st.message()))),
     }
 }

@@ -209,7 +209,10 @@ mod tests {
         );
         assert!(volume_request(V::Attaching, VolumeAction::Delete).is_err());
         assert_eq!(observe_volume(V::Attaching, V::InUse), Some(V::InUse));
-        assert_eq!(observe_volume(V::Detaching, V::Available), Some(V::Available));
+        assert_eq!(
+            observe_volume(V::Detaching, V::Available),
+            Some(V::Available)
+        );
         assert_eq!(observe_volume(V::Deleting, V::Available), None);
         assert!(volume_request(V::InUse, VolumeAction::Attach).is_err());
         assert!(volume_request(V::InUse, VolumeAction::Delete).is_err());

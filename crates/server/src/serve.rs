@@ -1,15 +1,16 @@
 //! Starting a server: storage, Raft, background tasks and the gRPC listener.
 
+use crate::agents::session::AgentApi;
 use crate::api::Api;
 use crate::config::Settings;
 use crate::internal::Internal;
 use crate::metrics::GrpcMetricsLayer;
 use crate::network::{Peers, CLUSTER_HEADER};
 use crate::node::Node;
-use crate::agents::session::AgentApi;
 use andromede_api::v1::{
-    agent_service_server::AgentServiceServer, cluster_service_server::ClusterServiceServer, compute_service_server::ComputeServiceServer,
-    event_service_server::EventServiceServer, identity_service_server::IdentityServiceServer,
+    agent_service_server::AgentServiceServer, cluster_service_server::ClusterServiceServer,
+    compute_service_server::ComputeServiceServer, event_service_server::EventServiceServer,
+    identity_service_server::IdentityServiceServer,
     infrastructure_service_server::InfrastructureServiceServer,
     internal_service_server::InternalServiceServer,
     placement_service_server::PlacementServiceServer, volume_service_server::VolumeServiceServer,

@@ -128,12 +128,15 @@ impl Hypervisor for FakeDriver {
                 spec.image.id
             )));
         }
-        inner.guests.entry(spec.id.clone()).or_insert_with(|| Guest {
-            spec: spec.clone(),
-            running_since: None,
-            volumes: BTreeSet::new(),
-            console: String::new(),
-        });
+        inner
+            .guests
+            .entry(spec.id.clone())
+            .or_insert_with(|| Guest {
+                spec: spec.clone(),
+                running_since: None,
+                volumes: BTreeSet::new(),
+                console: String::new(),
+            });
         Ok(())
     }
 
@@ -146,7 +149,8 @@ impl Hypervisor for FakeDriver {
         }
         let die_after = self.faults.die_after;
         self.with_guest(id, |g| {
-            let dead = matches!((g.running_since, die_after), (Some(t), Some(d)) if t.elapsed() >= d);
+            let dead =
+                matches!((g.running_since, die_after), (Some(t), Some(d)) if t.elapsed() >= d);
             if g.running_since.is_none() || dead {
                 g.running_since = Some(Instant::now());
                 g.console.push_str(&format!(
@@ -190,7 +194,10 @@ impl Hypervisor for FakeDriver {
     }
 
     fn create_volume(&self, id: &str, size_gib: u64) -> HvResult<()> {
-        self.lock().volumes.entry(id.to_string()).or_insert(size_gib);
+        self.lock()
+            .volumes
+            .entry(id.to_string())
+            .or_insert(size_gib);
         Ok(())
     }
 

@@ -176,10 +176,7 @@ pub async fn sweep(node: Arc<Node>, agents: Arc<Agents>) {
                 id: host.clone(),
                 reason,
             };
-            if let Err(e) = node
-                .submit_local(crate::node::Proposal::Cmd(cmd))
-                .await
-            {
+            if let Err(e) = node.submit_local(crate::node::Proposal::Cmd(cmd)).await {
                 tracing::warn!(%host, error = %e, "could not record the host as down");
             }
         }

@@ -305,7 +305,10 @@ impl AgentService for AgentApi {
         v.name("hostname", &r.hostname);
         let (token_id, token_secret) = r.join_token.split_once('.').unwrap_or(("", ""));
         if token_id.is_empty() || token_secret.is_empty() {
-            v.add("join_token", "must be the `<id>.<secret>` string an admin created");
+            v.add(
+                "join_token",
+                "must be the `<id>.<secret>` string an admin created",
+            );
         }
         let inv = r.inventory.unwrap_or_default();
         let cap = inv.capacity.unwrap_or_default();
@@ -315,7 +318,11 @@ impl AgentService for AgentApi {
             cap.memory_mib,
             val::MAX_MEMORY_MIB,
         );
-        v.positive("inventory.capacity.disk_gib", cap.disk_gib, val::MAX_DISK_GIB);
+        v.positive(
+            "inventory.capacity.disk_gib",
+            cap.disk_gib,
+            val::MAX_DISK_GIB,
+        );
         v.text("inventory.driver", &inv.driver, 64);
         v.text("inventory.agent_version", &inv.agent_version, 64);
         crate::api::check(v)?;

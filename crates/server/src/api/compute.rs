@@ -184,17 +184,18 @@ impl ComputeService for Api {
         self.action(r.into_inner(), A::Delete).await
     }
 
-    async fn get_console_log(
-        &self,
-        r: Request<GetConsoleLogRequest>,
-    ) -> R<GetConsoleLogResponse> {
+    async fn get_console_log(&self, r: Request<GetConsoleLogRequest>) -> R<GetConsoleLogResponse> {
         let r = r.into_inner();
         let mut v = Violations::new();
         if r.max_bytes > 1 << 20 {
             v.add("max_bytes", "must be at most 1048576 (1 MiB)");
         }
         check(v)?;
-        let max_bytes = if r.max_bytes == 0 { 64 * 1024 } else { r.max_bytes };
+        let max_bytes = if r.max_bytes == 0 {
+            64 * 1024
+        } else {
+            r.max_bytes
+        };
         let (inst, simulated) = self
             .read(false, |s| {
                 let i: Instance = find(s, &r.r#ref)?;

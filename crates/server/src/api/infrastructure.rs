@@ -292,7 +292,11 @@ impl InfrastructureService for Api {
             );
         }
         check(v)?;
-        let ttl = if r.ttl_seconds == 0 { 3600 } else { r.ttl_seconds };
+        let ttl = if r.ttl_seconds == 0 {
+            3600
+        } else {
+            r.ttl_seconds
+        };
         let dc: Datacenter = self
             .read(false, |s| s.find::<Datacenter>("", &r.datacenter).cloned())
             .await?
@@ -331,7 +335,9 @@ impl InfrastructureService for Api {
     ) -> R<ListJoinTokensResponse> {
         let r = r.into_inner();
         let join_tokens = self
-            .read(stale(&r.read), |s| s.join_tokens.values().cloned().collect())
+            .read(stale(&r.read), |s| {
+                s.join_tokens.values().cloned().collect()
+            })
             .await?;
         Ok(Response::new(ListJoinTokensResponse { join_tokens }))
     }
