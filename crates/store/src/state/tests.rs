@@ -173,3 +173,108 @@ fn tightening_policy_lists_offenders() {
     assert_eq!(e.code, CmdErrorCode::FailedPrecondition);
     assert!(e.message.contains("instance a"), "{}", e.message);
 }
+
+fn token(s: &mut State, id: &str, expires: i64) {
+    run(
+        s,
+        Command::CreateJoinToken(JoinToken {
+            meta: meta(id, "", ""),
+            datacenter_id: "dc1".into(),
+            expires_at_ms: expires,
+            secret_sha256: "hash".into(),
+            used_by_host: String::new(),
+        }),
+    )
+    .unwrap();
+}
+
+fn enroll(
+    s: &mut State,
+    token: &str,
+    secret: &str,
+    host: &str,
+    at: i64,
+) -> Result<Reply, CmdError> {
+    s.apply(&Envelope::new(
+        at,
+        Command::EnrollHost {
+            token_id: token.into(),
+            secret_sha256: secret.into(),
+            host: Host {
+                meta: meta(host, "", ""),
+                credential_sha256: "cred".into(),
+                capacity: Some(Resources {
+                    vcpus: 4,
+                    memory_mib: 4096,
+                    disk_gib: 100,
+                }),
+                ..Default::default()
+            },
+        },
+    ))
+    .0
+}
+
+#[test]
+fn join_tokens_are_single_use_secret_and_expiring() {
+    let mut s = world(None);
+    token(&mut s, "t1", 1000);
+    let e = enroll(&mut s, "t1", "wrong", "a", 10).unwrap_err();
+    assert_eq!(e.code, CmdErrorCode::PermissionDenied);
+    let e = enroll(&mut s, "t1", "hash", "a", 1000).unwrap_err();
+    assert!(e.message.contains("expired"), "{e}");
+    let Reply::Host(h) = enroll(&mut s, "t1", "hash", "a", 10).unwrap() else {
+        panic!()
+    };
+    assert_eq!(h.datacenter_id, "dc1");
+    assert!(!h.simulated);
+    assert_eq!(s.join_tokens["t1"].used_by_host, "a");
+    let e = enroll(&mut s, "t1", "hash", "b", 10).unwrap_err();
+    assert!(e.message.contains("already used"), "{e}");
+    assert!(!s.hosts.contains_key("b"));
+    let e = enroll(&mut s, "nope", "hash", "c", 10).unwrap_err();
+    assert_eq!(e.code, CmdErrorCode::PermissionDenied);
+}
+
+#[test]
+fn lost_hosts_mark_instances_and_declared_loss_completes_deletes() {
+    let mut s = world(None);
+    let Reply::Instance(i) = run(&mut s, inst("i1", "r1")).unwrap() else {
+        panic!()
+    };
+    let id = i.meta().id.clone();
+    let e = run(&mut s, Command::DeclareHostLost { id: "h1".into() }).unwrap_err();
+    assert_eq!(e.code, CmdErrorCode::FailedPrecondition);
+    run(
+        &mut s,
+        Command::HostLost {
+            id: "h1".into(),
+            reason: "silent".into(),
+        },
+    )
+    .unwrap();
+    assert_eq!(s.hosts["h1"].state, HostState::Down as i32);
+    assert_eq!(s.instances[&id].state, IS::HostLost as i32);
+    run(
+        &mut s,
+        Command::InstanceAction {
+            id: id.clone(),
+            action: InstanceAction::Delete,
+        },
+    )
+    .unwrap();
+    run(&mut s, Command::DeclareHostLost { id: "h1".into() }).unwrap();
+    assert!(!s.instances.contains_key(&id));
+    assert_eq!(s.hosts["h1"].used.unwrap_or_default(), Resources::default());
+    run(
+        &mut s,
+        Command::HostSeen {
+            id: "h1".into(),
+            capacity: None,
+            driver: "fake".into(),
+            agent_version: "1".into(),
+        },
+    )
+    .unwrap();
+    assert_eq!(s.hosts["h1"].state, HostState::Up as i32);
+}
