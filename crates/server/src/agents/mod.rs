@@ -20,6 +20,22 @@ pub type Outbox = mpsc::Sender<Result<ControlMessage, Status>>;
 struct Conn {
     session: u64,
     tx: Outbox,
+    changes: mpsc::UnboundedSender<Routed>,
+}
+
+/// A change the router hands to one host's stream.
+#[derive(Debug, Clone)]
+pub enum Routed {
+    Instance {
+        id: String,
+        deleted: bool,
+    },
+    Volume {
+        id: String,
+        deleted: bool,
+    },
+    /// Events were lost (the router lagged): send the full desired state again.
+    Resync,
 }
 
 /// Connected agents and their liveness, on this server (meaningful on the leader).
@@ -54,12 +70,33 @@ impl Agents {
         lock(&self.seen).insert(host.to_string(), Instant::now());
     }
 
-    /// Registers a new stream for `host`, replacing any older one; returns its session number.
-    pub fn connect(&self, host: &str, tx: Outbox) -> u64 {
+    /// Registers a new stream for `host`, replacing any older one; returns its session number
+    /// and the receiver of the changes routed to it.
+    pub fn connect(&self, host: &str, tx: Outbox) -> (u64, mpsc::UnboundedReceiver<Routed>) {
         let session = self.next.fetch_add(1, Ordering::Relaxed);
-        lock(&self.conns).insert(host.to_string(), Conn { session, tx });
+        let (changes, rx) = mpsc::unbounded_channel();
+        lock(&self.conns).insert(
+            host.to_string(),
+            Conn {
+                session,
+                tx,
+                changes,
+            },
+        );
         self.touch(host);
-        session
+        (session, rx)
+    }
+
+    fn route(&self, host: &str, r: Routed) {
+        if let Some(c) = lock(&self.conns).get(host) {
+            let _ = c.changes.send(r);
+        }
+    }
+
+    fn resync_all(&self) {
+        for c in lock(&self.conns).values() {
+            let _ = c.changes.send(Routed::Resync);
+        }
     }
 
     /// Whether `session` is still the current stream of `host`.
@@ -132,6 +169,52 @@ impl Agents {
             Err(_) => Err(ApiError::Unavailable(format!(
                 "the agent of host {host} did not answer within 10 s"
             ))),
+        }
+    }
+}
+
+/// Hands each instance or volume event to the stream of the host it lives on: one pass per
+/// event, however many agents are connected.
+pub async fn route_events(node: Arc<Node>, agents: Arc<Agents>) {
+    use tokio::sync::broadcast::error::RecvError;
+    let mut rx = node.shared.events.subscribe();
+    loop {
+        let e = match rx.recv().await {
+            Ok(e) => e,
+            Err(RecvError::Lagged(_)) => {
+                agents.resync_all();
+                continue;
+            }
+            Err(RecvError::Closed) => return,
+        };
+        let deleted = e.r#type == andromede_api::v1::EventType::Deleted as i32;
+        let (host, routed) = match e.kind.as_str() {
+            "instance" => {
+                let host = if deleted {
+                    serde_json::from_str::<andromede_api::v1::Instance>(&e.resource_json)
+                        .map(|i| i.host_id)
+                        .unwrap_or_default()
+                } else {
+                    node.read(|s| s.instances.get(&e.id).map(|i| i.host_id.clone()))
+                        .unwrap_or_default()
+                };
+                (host, Routed::Instance { id: e.id, deleted })
+            }
+            "volume" => {
+                let host = if deleted {
+                    serde_json::from_str::<andromede_api::v1::Volume>(&e.resource_json)
+                        .map(|v| v.host_id)
+                        .unwrap_or_default()
+                } else {
+                    node.read(|s| s.volumes.get(&e.id).map(|v| v.host_id.clone()))
+                        .unwrap_or_default()
+                };
+                (host, Routed::Volume { id: e.id, deleted })
+            }
+            _ => continue,
+        };
+        if !host.is_empty() {
+            agents.route(&host, routed);
         }
     }
 }

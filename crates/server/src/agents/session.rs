@@ -1,14 +1,14 @@
 //! AgentService: enrollment with a join token, then each agent's stream to the leader, which
 //! pushes the host's desired state (in full on connect, then changes) and records its reports.
 
-use super::{Agents, Outbox};
+use super::{Agents, Outbox, Routed};
 use crate::error::ApiError;
 use crate::node::{Node, Proposal};
 use andromede_api::v1::agent_service_server::AgentService;
 use andromede_api::v1::{
     agent_message, control_message, AgentHello, AgentMessage, ControlMessage, DesiredState,
-    EnrollRequest, EnrollResponse, EventType, Host, HostState, Image, Instance, InstanceState,
-    Reports, Volume, VolumeState,
+    EnrollRequest, EnrollResponse, Host, HostState, Image, Instance, InstanceState, Reports,
+    Volume, VolumeState,
 };
 use andromede_model::capacity::DEFAULT_RATIOS;
 use andromede_model::validate::{self as val, Violations};
@@ -18,7 +18,6 @@ use sha2::{Digest, Sha256};
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::metadata::MetadataValue;
@@ -176,10 +175,16 @@ impl AgentApi {
         self,
         host: String,
         session: u64,
+        mut changes: mpsc::UnboundedReceiver<Routed>,
         mut inbound: Streaming<AgentMessage>,
         tx: Outbox,
     ) {
-        let mut events = self.node.shared.events.subscribe();
+        // The full state must include every committed write, also right after an election.
+        if let Err(e) = self.node.read_barrier(false).await {
+            let _ = tx.send(Err(e.into())).await;
+            self.agents.disconnect(&host, session);
+            return;
+        }
         let first = self.node.read(|s| full_state(s, &host));
         if tx.send(Ok(desired(first))).await.is_err() {
             self.agents.disconnect(&host, session);
@@ -214,22 +219,16 @@ impl AgentApi {
                         break None;
                     }
                 },
-                ev = events.recv() => {
-                    let mut evs = Vec::new();
-                    let full = match ev {
-                        Ok(e) => { evs.push(e); false }
-                        Err(RecvError::Lagged(_)) => true,
-                        Err(RecvError::Closed) => break None,
-                    };
-                    let mut full = full;
-                    while evs.len() < 1000 {
-                        match events.try_recv() {
-                            Ok(e) => evs.push(e),
-                            Err(tokio::sync::broadcast::error::TryRecvError::Lagged(_)) => { full = true; break }
+                c = changes.recv() => {
+                    let Some(c) = c else { break None };
+                    let mut batch = vec![c];
+                    while batch.len() < 1000 {
+                        match changes.try_recv() {
+                            Ok(c) => batch.push(c),
                             Err(_) => break,
                         }
                     }
-                    let msg = self.node.read(|s| if full { Some(full_state(s, &host)) } else { changes(s, &host, &evs) });
+                    let msg = self.node.read(|s| changes_for(s, &host, &batch));
                     if let Some(d) = msg {
                         if tx.send(Ok(desired(d))).await.is_err() { break None; }
                     }
@@ -252,37 +251,29 @@ impl AgentApi {
     }
 }
 
-/// The part of a batch of events that concerns `host`, or `None` when nothing does.
-fn changes(s: &State, host: &str, evs: &[andromede_api::v1::Event]) -> Option<DesiredState> {
+/// The desired-state message for a batch of routed changes (`None` when nothing is left).
+fn changes_for(s: &State, host: &str, batch: &[Routed]) -> Option<DesiredState> {
+    if batch.iter().any(|r| matches!(r, Routed::Resync)) {
+        return Some(full_state(s, host));
+    }
     let mut d = DesiredState::default();
     let mut seen = BTreeSet::new();
-    for e in evs {
-        if !seen.insert((e.kind.clone(), e.id.clone())) {
-            continue;
-        }
-        match e.kind.as_str() {
-            "instance" => match s.instances.get(&e.id) {
-                Some(i) if i.host_id == host => d.instances.push(i.clone()),
-                Some(_) => {}
-                None if e.r#type == EventType::Deleted as i32 => {
-                    let gone: Instance = serde_json::from_str(&e.resource_json).unwrap_or_default();
-                    if gone.host_id == host {
-                        d.removed_instances.push(e.id.clone());
-                    }
+    for r in batch {
+        match r {
+            Routed::Instance { id, deleted } if seen.insert(("i", id.as_str())) => {
+                match s.instances.get(id) {
+                    Some(i) if i.host_id == host => d.instances.push(i.clone()),
+                    None if *deleted => d.removed_instances.push(id.clone()),
+                    _ => {}
                 }
-                None => {}
-            },
-            "volume" => match s.volumes.get(&e.id) {
-                Some(v) if v.host_id == host => d.volumes.push(v.clone()),
-                Some(_) => {}
-                None if e.r#type == EventType::Deleted as i32 => {
-                    let gone: Volume = serde_json::from_str(&e.resource_json).unwrap_or_default();
-                    if gone.host_id == host {
-                        d.removed_volumes.push(e.id.clone());
-                    }
+            }
+            Routed::Volume { id, deleted } if seen.insert(("v", id.as_str())) => {
+                match s.volumes.get(id) {
+                    Some(v) if v.host_id == host => d.volumes.push(v.clone()),
+                    None if *deleted => d.removed_volumes.push(id.clone()),
+                    _ => {}
                 }
-                None => {}
-            },
+            }
             _ => {}
         }
     }
@@ -379,8 +370,8 @@ impl AgentService for AgentApi {
         let host = self.hello(&hello).await?;
         let host_id = id_of(&host);
         let (tx, rx) = mpsc::channel(256);
-        let session = self.agents.connect(&host_id, tx.clone());
-        tokio::spawn(self.clone().run(host_id, session, inbound, tx));
+        let (session, changes) = self.agents.connect(&host_id, tx.clone());
+        tokio::spawn(self.clone().run(host_id, session, changes, inbound, tx));
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 }
