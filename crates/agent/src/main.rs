@@ -127,6 +127,7 @@ async fn main() -> anyhow::Result<()> {
     }
     anyhow::ensure!(a.heartbeat_secs > 0, "--heartbeat-secs must be at least 1");
     let hv = driver(&a)?;
+    let pool = session::Pool::new(1);
     let id = match identity::load(&a.state_dir)? {
         Some(id) => {
             if a.join_token.is_some() {
@@ -144,6 +145,7 @@ async fn main() -> anyhow::Result<()> {
                 .context("reading the host inventory")?;
             let name = a.hostname.clone().unwrap_or_else(hostname);
             let id = session::enroll(
+                &pool,
                 &a.servers,
                 token,
                 &name,
@@ -165,6 +167,7 @@ async fn main() -> anyhow::Result<()> {
     let link = session::Link {
         servers: a.servers.clone(),
         heartbeat: Duration::from_secs(a.heartbeat_secs),
+        pool,
     };
     tokio::select! {
         r = session::run(link, id, rec, reports) => r.context("control plane")?,

@@ -9,7 +9,9 @@ use andromede_api::v1::{
     agent_message, control_message, AgentHello, AgentMessage, ConsoleLogReply, EnrollRequest,
     Heartbeat, HostInventory, Reports, Resources,
 };
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -33,6 +35,34 @@ pub fn url(addr: &str) -> String {
         addr.to_string()
     } else {
         format!("http://{addr}")
+    }
+}
+
+/// Connections to the servers, shared by every agent of one process: one per server for a real
+/// agent, a few dozen for a benchmark fleet of thousands (HTTP/2 multiplexes their streams).
+pub struct Pool {
+    size: usize,
+    channels: Mutex<HashMap<String, Vec<Channel>>>,
+    next: AtomicUsize,
+}
+
+impl Pool {
+    pub fn new(size: usize) -> Arc<Self> {
+        Arc::new(Self {
+            size: size.max(1),
+            channels: Mutex::new(HashMap::new()),
+            next: AtomicUsize::new(0),
+        })
+    }
+
+    pub fn get(&self, addr: &str) -> Result<Channel, SessionError> {
+        let mut m = self.channels.lock().unwrap_or_else(|p| p.into_inner());
+        let list = m.entry(addr.to_string()).or_default();
+        if list.len() < self.size {
+            list.push(channel(addr)?);
+        }
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % list.len();
+        Ok(list[i].clone())
     }
 }
 
@@ -61,6 +91,7 @@ pub fn inventory(inv: Inventory, driver: &str) -> HostInventory {
 /// Trades a join token for a host identity, trying each server in turn (any server accepts it:
 /// followers forward the write to the leader).
 pub async fn enroll(
+    pool: &Pool,
     servers: &[String],
     join_token: &str,
     hostname: &str,
@@ -68,7 +99,7 @@ pub async fn enroll(
 ) -> Result<Identity, SessionError> {
     let mut last = SessionError::Refused("no server given".into());
     for s in servers {
-        let mut c = AgentServiceClient::new(channel(s)?);
+        let mut c = AgentServiceClient::new(pool.get(s)?);
         let req = EnrollRequest {
             join_token: join_token.to_string(),
             hostname: hostname.to_string(),
@@ -100,10 +131,11 @@ pub async fn enroll(
 }
 
 /// Settings of the stream.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Link {
     pub servers: Vec<String>,
     pub heartbeat: Duration,
+    pub pool: Arc<Pool>,
 }
 
 /// Keeps a stream to the leader open forever, reconnecting with backoff. Returns only when the
@@ -183,7 +215,7 @@ async fn one_session(
         })),
     };
     let _ = out.send(hello).await;
-    let mut client = AgentServiceClient::new(channel(addr)?);
+    let mut client = AgentServiceClient::new(link.pool.get(addr)?);
     let mut inbound = match client.session(ReceiverStream::new(out_rx)).await {
         Ok(r) => r.into_inner(),
         Err(st) => return ended(st),
