@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
+pub mod terraform;
+
 pub const TOKEN: &str = "test-token";
 
 /// Directory holding the built binaries (`ANDROMEDE_BIN_DIR`, else `target/debug`).
