@@ -342,6 +342,38 @@ pub fn import_ref(id: &str) -> (String, String) {
     }
 }
 
+/// A string read back from the server: empty stays as the configuration had it (null or "").
+pub fn server_text(prior: &Value<String>, server: &str) -> Value<String> {
+    if server.is_empty() && prior != &Value::Value(String::new()) {
+        Value::Null
+    } else {
+        Value::Value(server.to_owned())
+    }
+}
+
+pub fn get_req(id_or_name: &str, project: &str) -> andromede_api::v1::GetRequest {
+    andromede_api::v1::GetRequest {
+        r#ref: Some(rref(id_or_name, project)),
+        read: None,
+    }
+}
+
+pub fn rref(id_or_name: &str, project: &str) -> andromede_api::v1::ResourceRef {
+    andromede_api::v1::ResourceRef {
+        id_or_name: id_or_name.to_owned(),
+        project: project.to_owned(),
+    }
+}
+
+/// NOT_FOUND as `None`: for reads, a resource deleted outside Terraform.
+pub fn found<T>(r: Result<T, Status>) -> Result<Option<T>, Status> {
+    match r {
+        Ok(t) => Ok(Some(t)),
+        Err(s) if s.code() == tonic::Code::NotFound => Ok(None),
+        Err(s) => Err(s),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -380,37 +412,5 @@ mod tests {
     fn import_ids() {
         assert_eq!(import_ref("p/web"), ("p".to_owned(), "web".to_owned()));
         assert_eq!(import_ref("abc"), (String::new(), "abc".to_owned()));
-    }
-}
-
-/// A string read back from the server: empty stays as the configuration had it (null or "").
-pub fn server_text(prior: &Value<String>, server: &str) -> Value<String> {
-    if server.is_empty() && prior != &Value::Value(String::new()) {
-        Value::Null
-    } else {
-        Value::Value(server.to_owned())
-    }
-}
-
-pub fn get_req(id_or_name: &str, project: &str) -> andromede_api::v1::GetRequest {
-    andromede_api::v1::GetRequest {
-        r#ref: Some(rref(id_or_name, project)),
-        read: None,
-    }
-}
-
-pub fn rref(id_or_name: &str, project: &str) -> andromede_api::v1::ResourceRef {
-    andromede_api::v1::ResourceRef {
-        id_or_name: id_or_name.to_owned(),
-        project: project.to_owned(),
-    }
-}
-
-/// NOT_FOUND as `None`: for reads, a resource deleted outside Terraform.
-pub fn found<T>(r: Result<T, Status>) -> Result<Option<T>, Status> {
-    match r {
-        Ok(t) => Ok(Some(t)),
-        Err(s) if s.code() == tonic::Code::NotFound => Ok(None),
-        Err(s) => Err(s),
     }
 }
