@@ -14,6 +14,6 @@ cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
 echo "== build binaries used by the end-to-end tests"
-cargo build -p andromede-server -p cloudctl
+cargo build -p andromede-server -p cloudctl -p terraform-provider-andromede
 echo "== cargo test"
 ANDROMEDE_BIN_DIR="$PWD/target/debug" cargo test --workspace -- --test-threads=2

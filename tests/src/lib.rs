@@ -15,6 +15,7 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
 pub mod agent;
+pub mod terraform;
 
 pub const TOKEN: &str = "test-token";
 

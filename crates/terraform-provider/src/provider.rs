@@ -1,0 +1,125 @@
+//! The provider itself: its `endpoint` / `token` configuration (or ANDROMEDE_ENDPOINT /
+//! ANDROMEDE_TOKEN) and the table of resources and data sources.
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use tf_provider::schema::{AttributeType, Block, Description, Schema};
+use tf_provider::value::{Value, ValueEmpty};
+use tf_provider::{Diagnostics, DynamicDataSource, DynamicResource, Provider};
+
+use crate::api::{Api, DEFAULT_ENDPOINT};
+use crate::common::{optional, Shared};
+use crate::data_sources::{DatacentersSource, FlavorSource, ImageSource};
+use crate::resources::{attachment, flavor, instance, project, server_group, volume};
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ProviderConfig {
+    pub endpoint: Value<String>,
+    pub token: Value<String>,
+}
+
+#[derive(Default)]
+pub struct AndromedeProvider {
+    shared: Shared,
+}
+
+/// The configured value, else the variable, else nothing; empty counts as unset, since shells
+/// make an exported empty variable easy to leave behind.
+fn setting(v: &Value<String>, var: &str) -> Option<String> {
+    v.as_ref_option()
+        .filter(|s| !s.is_empty())
+        .cloned()
+        .or_else(|| std::env::var(var).ok().filter(|s| !s.is_empty()))
+}
+
+#[async_trait]
+impl Provider for AndromedeProvider {
+    type Config<'a> = ProviderConfig;
+    type MetaState<'a> = ValueEmpty;
+
+    fn schema(&self, _diags: &mut Diagnostics) -> Option<Schema> {
+        let mut b = Block {
+            description: Description::plain("Andromède, a sovereign IaaS control plane."),
+            ..Default::default()
+        };
+        b.attributes.insert(
+            "endpoint".into(),
+            optional(
+                AttributeType::String,
+                "gRPC endpoint of any andromede-server node, e.g. http://127.0.0.1:7400 (default: ANDROMEDE_ENDPOINT, then http://127.0.0.1:7400).",
+            ),
+        );
+        let mut token = optional(
+            AttributeType::String,
+            "Bearer token (default: ANDROMEDE_TOKEN).",
+        );
+        token.sensitive = true;
+        b.attributes.insert("token".into(), token);
+        Some(Schema {
+            version: 1,
+            block: b,
+        })
+    }
+
+    async fn configure<'a>(
+        &self,
+        diags: &mut Diagnostics,
+        _terraform_version: String,
+        config: Self::Config<'a>,
+    ) -> Option<()> {
+        let endpoint = setting(&config.endpoint, "ANDROMEDE_ENDPOINT")
+            .unwrap_or_else(|| DEFAULT_ENDPOINT.to_owned());
+        let token = setting(&config.token, "ANDROMEDE_TOKEN");
+        match Api::new(&endpoint, token.as_deref()) {
+            Ok(api) => {
+                self.shared.set(api);
+                Some(())
+            }
+            Err(e) => {
+                diags.root_error_short(e.to_string());
+                None
+            }
+        }
+    }
+
+    fn get_resources(
+        &self,
+        _diags: &mut Diagnostics,
+    ) -> Option<HashMap<String, Box<dyn DynamicResource>>> {
+        let s = &self.shared;
+        let mut m: HashMap<String, Box<dyn DynamicResource>> = HashMap::new();
+        m.insert(
+            "project".into(),
+            Box::new(project::ProjectResource(s.clone())),
+        );
+        m.insert(
+            "instance".into(),
+            Box::new(instance::InstanceResource(s.clone())),
+        );
+        m.insert("volume".into(), Box::new(volume::VolumeResource(s.clone())));
+        m.insert(
+            "volume_attachment".into(),
+            Box::new(attachment::AttachmentResource(s.clone())),
+        );
+        m.insert(
+            "server_group".into(),
+            Box::new(server_group::ServerGroupResource(s.clone())),
+        );
+        m.insert("flavor".into(), Box::new(flavor::FlavorResource(s.clone())));
+        Some(m)
+    }
+
+    fn get_data_sources(
+        &self,
+        _diags: &mut Diagnostics,
+    ) -> Option<HashMap<String, Box<dyn DynamicDataSource>>> {
+        let s = &self.shared;
+        let mut m: HashMap<String, Box<dyn DynamicDataSource>> = HashMap::new();
+        m.insert("datacenters".into(), Box::new(DatacentersSource(s.clone())));
+        m.insert("flavor".into(), Box::new(FlavorSource(s.clone())));
+        m.insert("image".into(), Box::new(ImageSource(s.clone())));
+        Some(m)
+    }
+}
