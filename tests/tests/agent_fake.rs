@@ -91,6 +91,10 @@ async fn enrolled_agent_runs_instances_and_recovers_from_loss() {
     assert_eq!(host.driver, "fake");
     assert_eq!(host.state, HostState::Up as i32);
     assert!(!host.simulated);
+    assert!(
+        host.credential_sha256.is_empty(),
+        "credential hashes never leave the server"
+    );
     let mut ag = AgentServiceClient::new(s.channel().await);
     let again = ag
         .enroll(EnrollRequest {

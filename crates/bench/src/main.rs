@@ -3,6 +3,7 @@
 
 mod client;
 mod cluster;
+mod fleet;
 mod load;
 mod procstat;
 mod setup;
@@ -57,6 +58,11 @@ struct Args {
     /// Keep the work directory (data and server logs) after the run.
     #[arg(long)]
     keep: bool,
+    /// Who runs the hosts: `simulated` (the control plane's own simulator, no agents) or
+    /// `fake-agent` (one real agent per host on the fake hypervisor driver, all in this process,
+    /// each enrolled with a join token and holding its own stream).
+    #[arg(long, default_value = "simulated", value_parser = ["simulated", "fake-agent"])]
+    hosts_driver: String,
 }
 
 #[derive(Serialize)]
@@ -73,6 +79,13 @@ struct Report {
     creates_per_s: f64,
     latency_ms: Latency,
     register_hosts_s: f64,
+    hosts_driver: String,
+    /// Fake-agent runs: seconds from the first create until every created instance was RUNNING
+    /// (reported by its agent), and the rate that makes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    all_running_s: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    running_per_s: Option<f64>,
     /// Leader when the create phase started and when it ended (0: none known).
     leader_start: u64,
     leader_end: u64,
@@ -140,7 +153,28 @@ async fn run(args: &Args, cluster: &mut Cluster) -> anyhow::Result<Report> {
     let sampler = procstat::Sampler::start(pids.clone(), SAMPLE_EVERY);
 
     let setup_conn = cluster.conn(leader_index).await?;
-    let register_time = setup::build(&setup_conn, args.hosts).await?;
+    let agents = args.hosts_driver == "fake-agent";
+    let mut register_time = setup::build(&setup_conn, if agents { 0 } else { args.hosts }).await?;
+    let _fleet = if agents {
+        let started = std::time::Instant::now();
+        let servers = cluster.servers.iter().map(|s| s.addr.clone()).collect();
+        let inv = andromede_agent::hypervisor::Inventory {
+            vcpus: setup::HOST_VCPUS,
+            memory_mib: setup::HOST_MEMORY_MIB,
+            disk_gib: setup::HOST_DISK_GIB,
+        };
+        let f = fleet::start(&setup_conn, servers, setup::DATACENTER, args.hosts, inv).await?;
+        fleet::wait_connected(&setup_conn, args.hosts).await?;
+        register_time = started.elapsed();
+        eprintln!(
+            "bench: {} agents enrolled and connected in {:.1}s",
+            args.hosts,
+            register_time.as_secs_f64()
+        );
+        Some(f)
+    } else {
+        None
+    };
 
     let concurrency = usize::try_from(args.concurrency).unwrap_or(usize::MAX);
     let per_node = usize::try_from(args.nodes).unwrap_or(1).max(1);
@@ -171,6 +205,7 @@ async fn run(args: &Args, cluster: &mut Cluster) -> anyhow::Result<Report> {
             None => String::new(),
         }
     );
+    let load_started = std::time::Instant::now();
     let res = load::run(
         Arc::new(targets),
         &load::LoadConfig {
@@ -180,6 +215,13 @@ async fn run(args: &Args, cluster: &mut Cluster) -> anyhow::Result<Report> {
         },
     )
     .await;
+    let all_running = if agents {
+        let t = fleet::wait_running(&setup_conn, setup::PROJECT, res.ok, load_started).await?;
+        eprintln!("bench: all {} instances RUNNING after {t:.1}s", res.ok);
+        Some(t)
+    } else {
+        None
+    };
     let cpu_after: Vec<Option<u64>> = pids
         .iter()
         .map(|p| p.and_then(procstat::cpu_ticks))
@@ -233,6 +275,9 @@ async fn run(args: &Args, cluster: &mut Cluster) -> anyhow::Result<Report> {
             max: round3(lat.last().copied().unwrap_or(0) as f64 / 1000.0),
         },
         register_hosts_s: round3(register_time.as_secs_f64()),
+        hosts_driver: args.hosts_driver.clone(),
+        all_running_s: all_running.map(round3),
+        running_per_s: all_running.map(|t| round3(res.ok as f64 / t.max(1e-9))),
         leader_start: before.map(|(l, _)| l).unwrap_or(0),
         leader_end: after.map(|(l, _)| l).unwrap_or(0),
         elections: match (before, after) {

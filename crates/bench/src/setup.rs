@@ -20,12 +20,12 @@ const REGISTER_CONCURRENCY: usize = 64;
 
 /// Host shape: 64 vCPU, 256 GiB, 4 TiB with the default ratios (cpu 4.0), so each host fits
 /// 256 of the 1-vCPU flavor and capacity never limits a run.
-const HOST_VCPUS: u64 = 64;
-const HOST_MEMORY_MIB: u64 = 256 * 1024;
-const HOST_DISK_GIB: u64 = 4 * 1024;
+pub const HOST_VCPUS: u64 = 64;
+pub const HOST_MEMORY_MIB: u64 = 256 * 1024;
+pub const HOST_DISK_GIB: u64 = 4 * 1024;
 
-/// Builds the cloud through `conn` (the leader, so setup does not pay for forwarding).
-/// Returns how long the host registrations took.
+/// Builds the cloud through `conn` (the leader, so setup does not pay for forwarding), with
+/// `hosts` simulated hosts (0 when agents bring their own). Returns how long registering took.
 pub async fn build(conn: &Conn, hosts: u32) -> anyhow::Result<Duration> {
     retry("creating the datacenter", || {
         let mut c = conn.infra();

@@ -281,7 +281,33 @@ pub enum HostCmd {
     },
     /// Remove a host (refused while it carries instances or volumes)
     Delete(GlobalRef),
+    /// Mark a down host as lost for good
+    ///
+    /// For a down host that will not come back: pending deletions of instances and volumes on it
+    /// complete instead of waiting for the host forever. Its other instances stay HOST_LOST.
+    DeclareLost(GlobalRef),
+    /// One-use, expiring tokens with which a host agent enrolls its host
+    #[command(subcommand)]
+    JoinToken(JoinTokenCmd),
 }
+
+#[derive(Subcommand, Debug)]
+pub enum JoinTokenCmd {
+    /// Create a token for enrolling one host in a datacenter; the token is shown only once
+    Create {
+        /// Datacenter (id or name) the host will join
+        #[arg(long, value_name = "DC")]
+        datacenter: String,
+        /// Lifetime of the token, in seconds (at most 604800, 7 days) [default: 3600]
+        #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..=MAX_JOIN_TTL_SECS))]
+        ttl: Option<u64>,
+    },
+    /// List join tokens: datacenter, expiry and the host that used each (never their secrets)
+    List,
+}
+
+/// The server refuses longer-lived join tokens; checking here turns that into a usage error.
+pub const MAX_JOIN_TTL_SECS: u64 = 7 * 24 * 3600;
 
 #[derive(Args, Debug)]
 pub struct HostRegister {
@@ -361,28 +387,7 @@ pub enum FlavorCmd {
 #[derive(Subcommand, Debug)]
 pub enum ImageCmd {
     /// Register an image
-    Create {
-        /// Name of the image (unique in its project, or among public images)
-        name: String,
-        /// Path or URL the hosts can fetch the image from
-        #[arg(long, value_name = "URL")]
-        source: String,
-        /// SHA-256 of the image file, in hex
-        #[arg(long, value_name = "HEX")]
-        checksum_sha256: String,
-        /// Disk format
-        #[arg(long, value_name = "FORMAT", default_value = "qcow2")]
-        format: String,
-        /// Smallest root disk the image boots from, in GiB
-        #[arg(long, value_name = "N", default_value_t = 0)]
-        min_disk_gib: u64,
-        /// Owning project (id or name); public when absent
-        #[arg(long, short = 'p', value_name = "PROJECT")]
-        project: Option<String>,
-        /// Idempotency key; a random one is generated when absent
-        #[arg(long, value_name = "ID")]
-        request_id: Option<String>,
-    },
+    Create(Box<ImageCreate>),
     /// Show one image
     Get(ScopedRef),
     /// List images
@@ -393,6 +398,70 @@ pub enum ImageCmd {
     },
     /// Delete an image
     Delete(ScopedRef),
+}
+
+#[derive(Args, Debug)]
+pub struct ImageCreate {
+    /// Name of the image (unique in its project, or among public images)
+    pub name: String,
+    /// Path or URL the hosts can fetch the image from
+    #[arg(long, value_name = "URL")]
+    pub source: String,
+    /// SHA-256 of the image file, in hex
+    #[arg(long, value_name = "HEX")]
+    pub checksum_sha256: String,
+    /// Disk format
+    #[arg(long, value_name = "FORMAT", default_value = "qcow2")]
+    pub format: String,
+    /// Smallest root disk the image boots from, in GiB
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub min_disk_gib: u64,
+    /// Owning project (id or name); public when absent
+    #[arg(long, short = 'p', value_name = "PROJECT")]
+    pub project: Option<String>,
+    /// Kernel guests boot directly (path or URL the hosts can fetch)
+    #[arg(
+        long,
+        value_name = "PATH_OR_URL",
+        requires = "kernel_sha256",
+        help_heading = "Direct kernel boot"
+    )]
+    pub kernel: Option<String>,
+    /// SHA-256 of the kernel file, in hex
+    #[arg(
+        long,
+        value_name = "HEX",
+        requires = "kernel",
+        help_heading = "Direct kernel boot"
+    )]
+    pub kernel_sha256: Option<String>,
+    /// Initial ramdisk booted with the kernel (path or URL the hosts can fetch)
+    #[arg(
+        long,
+        value_name = "PATH_OR_URL",
+        requires_all = ["initrd_sha256", "kernel"],
+        help_heading = "Direct kernel boot"
+    )]
+    pub initrd: Option<String>,
+    /// SHA-256 of the initrd file, in hex
+    #[arg(
+        long,
+        value_name = "HEX",
+        requires = "initrd",
+        help_heading = "Direct kernel boot"
+    )]
+    pub initrd_sha256: Option<String>,
+    /// Kernel command line (e.g. `console=ttyS0 root=/dev/vda1`)
+    #[arg(
+        long,
+        value_name = "TEXT",
+        requires = "kernel",
+        help_heading = "Direct kernel boot"
+    )]
+    pub cmdline: Option<String>,
+    /// Idempotency key; a random one is generated when absent
+    #[arg(long, value_name = "ID")]
+    pub request_id: Option<String>,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -566,7 +635,21 @@ pub enum InstanceCmd {
     Reboot(InstanceAction),
     /// Delete an instance
     Delete(InstanceAction),
+    /// Print the end of an instance's serial console log, as raw bytes (pipe-friendly)
+    ConsoleLog(InstanceConsoleLog),
 }
+
+#[derive(Args, Debug)]
+pub struct InstanceConsoleLog {
+    #[command(flatten)]
+    pub target: ScopedRef,
+    /// How many bytes of the end of the log to fetch (at most 1048576)
+    #[arg(long, value_name = "N", default_value_t = 65536, value_parser = clap::value_parser!(u64).range(1..=MAX_CONSOLE_BYTES))]
+    pub bytes: u64,
+}
+
+/// The server returns at most 1 MiB of console log per call.
+pub const MAX_CONSOLE_BYTES: u64 = 1 << 20;
 
 #[derive(Args, Debug)]
 pub struct InstanceCreate {
@@ -691,6 +774,8 @@ pub enum VolumeCmd {
     Attach(VolumeAttach),
     /// Detach a volume from its instance
     Detach(VolumeDetach),
+    /// Grow a volume (never shrink it), also while it is attached
+    Extend(VolumeExtend),
 }
 
 #[derive(Args, Debug)]
@@ -743,6 +828,21 @@ pub struct VolumeDetach {
     /// Id or name of the volume
     #[arg(value_name = "VOLUME")]
     pub volume: String,
+    /// Project (id or name) in which to look the name up
+    #[arg(long, short = 'p', value_name = "PROJECT")]
+    pub project: Option<String>,
+    #[command(flatten)]
+    pub wait: WaitArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct VolumeExtend {
+    /// Id or name of the volume
+    #[arg(value_name = "VOLUME")]
+    pub volume: String,
+    /// New size, in GiB; must be larger than the current one
+    #[arg(long, visible_alias = "size-gib", value_name = "GIB")]
+    pub size: u64,
     /// Project (id or name) in which to look the name up
     #[arg(long, short = 'p', value_name = "PROJECT")]
     pub project: Option<String>,
@@ -1039,6 +1139,129 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn parses_join_tokens_and_declare_lost() {
+        let cli = parse(&[
+            "cloudctl",
+            "host",
+            "join-token",
+            "create",
+            "--datacenter",
+            "par1",
+            "--ttl",
+            "600",
+        ]);
+        assert!(matches!(
+            cli.command,
+            Command::Host(HostCmd::JoinToken(JoinTokenCmd::Create { ref datacenter, ttl: Some(600) }))
+                if datacenter == "par1"
+        ));
+        for bad in ["0", "604801"] {
+            assert!(Cli::try_parse_from([
+                "cloudctl",
+                "host",
+                "join-token",
+                "create",
+                "--datacenter",
+                "par1",
+                "--ttl",
+                bad,
+            ])
+            .is_err());
+        }
+        let cli = parse(&["cloudctl", "host", "join-token", "list"]);
+        assert!(matches!(
+            cli.command,
+            Command::Host(HostCmd::JoinToken(JoinTokenCmd::List))
+        ));
+        let cli = parse(&["cloudctl", "host", "declare-lost", "par1-h01"]);
+        assert!(matches!(
+            cli.command,
+            Command::Host(HostCmd::DeclareLost(ref r)) if r.reference == "par1-h01"
+        ));
+    }
+
+    #[test]
+    fn console_log_bytes_default_and_bounds() {
+        let cli = parse(&["cloudctl", "instance", "console-log", "web-1", "-p", "acme"]);
+        let Command::Instance(InstanceCmd::ConsoleLog(c)) = cli.command else {
+            panic!("wrong command");
+        };
+        assert_eq!(c.bytes, 65536);
+        assert_eq!(c.target.project.as_deref(), Some("acme"));
+        assert!(
+            Cli::try_parse_from(["cloudctl", "instance", "console-log", "a", "--bytes", "0"])
+                .is_err()
+        );
+        assert!(Cli::try_parse_from([
+            "cloudctl",
+            "instance",
+            "console-log",
+            "a",
+            "--bytes",
+            "1048577"
+        ])
+        .is_err());
+    }
+
+    #[test]
+    fn parses_volume_extend() {
+        let cli = parse(&[
+            "cloudctl", "volume", "extend", "data-1", "--size", "200", "-p", "acme", "--wait",
+        ]);
+        let Command::Volume(VolumeCmd::Extend(e)) = cli.command else {
+            panic!("wrong command");
+        };
+        assert_eq!((e.volume.as_str(), e.size), ("data-1", 200));
+        assert!(e.wait.wait);
+        assert!(Cli::try_parse_from(["cloudctl", "volume", "extend", "data-1"]).is_err());
+    }
+
+    #[test]
+    fn kernel_flags_come_with_their_checksums() {
+        let base = [
+            "cloudctl",
+            "image",
+            "create",
+            "deb",
+            "--source",
+            "/img/deb.raw",
+            "--checksum-sha256",
+            "ab",
+        ];
+        let with = |extra: &[&str]| {
+            let mut args = base.to_vec();
+            args.extend_from_slice(extra);
+            Cli::try_parse_from(args)
+        };
+        let cli = match with(&[
+            "--kernel",
+            "/img/vmlinuz",
+            "--kernel-sha256",
+            "cd",
+            "--initrd",
+            "/img/initrd",
+            "--initrd-sha256",
+            "ef",
+            "--cmdline",
+            "console=ttyS0",
+        ]) {
+            Ok(c) => c,
+            Err(e) => panic!("should parse: {e}"),
+        };
+        let Command::Image(ImageCmd::Create(c)) = cli.command else {
+            panic!("wrong command");
+        };
+        assert_eq!(c.kernel.as_deref(), Some("/img/vmlinuz"));
+        assert_eq!(c.initrd_sha256.as_deref(), Some("ef"));
+        assert_eq!(c.cmdline.as_deref(), Some("console=ttyS0"));
+        assert!(with(&[]).is_ok());
+        assert!(with(&["--kernel", "/k"]).is_err());
+        assert!(with(&["--kernel-sha256", "cd"]).is_err());
+        assert!(with(&["--initrd", "/i", "--initrd-sha256", "ef"]).is_err());
+        assert!(with(&["--cmdline", "quiet"]).is_err());
     }
 
     #[test]

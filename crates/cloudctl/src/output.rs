@@ -35,6 +35,7 @@ pub enum Kind {
     Instance,
     ServerGroup,
     Volume,
+    JoinToken,
     Event,
     /// No enum fields.
     Plain,
@@ -68,8 +69,51 @@ fn enum_fields(kind: Kind) -> &'static [(&'static str, Namer)] {
         Kind::Event => &[("type", |n| {
             EventType::try_from(n).ok().map(|e| e.as_str_name())
         })],
-        Kind::Flavor | Kind::Image | Kind::Project | Kind::Plain => &[],
+        Kind::Flavor | Kind::Image | Kind::Project | Kind::JoinToken | Kind::Plain => &[],
     }
+}
+
+/// Fields that are hashes of credentials: useless to a reader and a gift to an offline
+/// guesser, so they never leave cloudctl, in any format.
+fn secret_fields(kind: Kind) -> &'static [&'static str] {
+    match kind {
+        Kind::Host => &["credential_sha256"],
+        Kind::JoinToken => &["secret_sha256"],
+        _ => &[],
+    }
+}
+
+/// Every secret field of any kind, for documents whose kind is only known at run time
+/// (the resource carried by an event).
+const ALL_SECRET_FIELDS: &[&str] = &["credential_sha256", "secret_sha256"];
+
+/// Removes the secret fields of a resource (or of each resource of an array).
+pub fn strip_secrets(value: &mut Value, kind: Kind) {
+    match value {
+        Value::Array(items) => items.iter_mut().for_each(|v| strip_secrets(v, kind)),
+        Value::Object(map) => {
+            for field in secret_fields(kind) {
+                map.remove(*field);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// The JSON text of an event's resource without secret fields; the text is returned as is
+/// when it holds none, so ordinary events keep the server's exact bytes.
+pub fn strip_secrets_from_json(text: &str) -> String {
+    let Ok(Value::Object(mut map)) = serde_json::from_str::<Value>(text) else {
+        return text.to_owned();
+    };
+    let before = map.len();
+    for field in ALL_SECRET_FIELDS {
+        map.remove(*field);
+    }
+    if map.len() == before {
+        return text.to_owned();
+    }
+    serde_json::to_string(&Value::Object(map)).unwrap_or_else(|_| text.to_owned())
 }
 
 /// Replaces the numeric enum fields of a resource (or of each resource of an array) by their
@@ -94,10 +138,11 @@ pub fn name_enums(value: &mut Value, kind: Kind) {
     }
 }
 
-/// The serde value of a resource, with enum names.
+/// The serde value of a resource, with enum names and without secret fields.
 pub fn to_named_value<T: Serialize + ?Sized>(item: &T, kind: Kind) -> Result<Value> {
     let mut v = serde_json::to_value(item)?;
     name_enums(&mut v, kind);
+    strip_secrets(&mut v, kind);
     Ok(v)
 }
 
@@ -179,7 +224,9 @@ fn trim_lines(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use andromede_api::v1::{Event, Instance, Meta, Project, ServerGroup, SovereigntyPolicy};
+    use andromede_api::v1::{
+        Event, Host, Instance, JoinToken, Meta, Project, ServerGroup, SovereigntyPolicy,
+    };
     use serde_json::json;
 
     fn value<T: Serialize + ?Sized>(item: &T, kind: Kind) -> Value {
@@ -259,6 +306,33 @@ mod tests {
         let mut v = json!({"state": 1});
         name_enums(&mut v, Kind::Host);
         assert_eq!(v, json!({"state": "HOST_STATE_UP"}));
+    }
+
+    #[test]
+    fn credential_hashes_are_stripped() {
+        let hosts = vec![Host {
+            driver: "libvirt".into(),
+            credential_sha256: "ab".repeat(32),
+            ..Host::default()
+        }];
+        let v = value(&hosts, Kind::Host);
+        assert_eq!(v[0]["driver"], json!("libvirt"));
+        assert!(v[0].get("credential_sha256").is_none(), "{v}");
+
+        let t = JoinToken {
+            datacenter_id: "dc-1".into(),
+            secret_sha256: "cd".repeat(32),
+            ..JoinToken::default()
+        };
+        let v = value(&t, Kind::JoinToken);
+        assert_eq!(v["datacenter_id"], json!("dc-1"));
+        assert!(v.get("secret_sha256").is_none(), "{v}");
+
+        let stripped = strip_secrets_from_json(r#"{"driver":"fake","credential_sha256":"ab"}"#);
+        assert_eq!(stripped, r#"{"driver":"fake"}"#);
+        let untouched = r#"{"size_gib": 3, "name":"v"}"#;
+        assert_eq!(strip_secrets_from_json(untouched), untouched);
+        assert_eq!(strip_secrets_from_json("not json"), "not json");
     }
 
     #[test]

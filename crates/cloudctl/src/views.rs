@@ -4,8 +4,9 @@ use std::collections::HashMap;
 
 use andromede_api::v1::{
     ClusterStatus, Datacenter, DatacenterStatus, Event, EventType, Flavor, GroupPolicy, Host,
-    HostState, Image, Instance, InstanceState, Meta, PlacementConstraints, PlacementExplanation,
-    PowerIntent, Project, Quota, Resources, ServerGroup, Usage, Volume, VolumeState,
+    HostState, Image, Instance, InstanceState, JoinToken, Meta, PlacementConstraints,
+    PlacementExplanation, PowerIntent, Project, Quota, Resources, ServerGroup, Usage, Volume,
+    VolumeState,
 };
 use serde::Serialize;
 
@@ -270,6 +271,8 @@ impl Resource for Host {
         "MEMORY MIB USED/CAP",
         "DISK GIB USED/CAP",
         "SIMULATED",
+        "DRIVER",
+        "AGENT VERSION",
     ];
 
     fn row(&self, names: &Names) -> Vec<String> {
@@ -285,6 +288,8 @@ impl Resource for Host {
             usage_of(used.memory_mib, cap.memory_mib, rm),
             usage_of(used.disk_gib, cap.disk_gib, rd),
             if self.simulated { "yes" } else { "no" }.to_owned(),
+            dash(&self.driver),
+            dash(&self.agent_version),
         ]
     }
 
@@ -296,6 +301,8 @@ impl Resource for Host {
         f.push(("datacenter", names.long(&self.datacenter_id)));
         f.push(("state", host_state(self.state)));
         f.push(("simulated", self.simulated.to_string()));
+        f.push(("driver", dash(&self.driver)));
+        f.push(("agent version", dash(&self.agent_version)));
         f.push((
             "vcpus",
             format!(
@@ -392,6 +399,17 @@ impl Resource for Image {
         f.push(("source", dash(&self.source)));
         f.push(("sha256", dash(&self.checksum_sha256)));
         f.push(("min disk gib", self.min_disk_gib.to_string()));
+        if let Some(k) = &self.kernel {
+            f.push(("kernel", dash(&k.source)));
+            f.push(("kernel sha256", dash(&k.checksum_sha256)));
+        }
+        if let Some(i) = &self.initrd {
+            f.push(("initrd", dash(&i.source)));
+            f.push(("initrd sha256", dash(&i.checksum_sha256)));
+        }
+        if self.kernel.is_some() || !self.cmdline.is_empty() {
+            f.push(("cmdline", dash(&self.cmdline)));
+        }
         if self.meta.as_ref().is_none_or(|m| m.project_id.is_empty()) {
             f.push(("visibility", "public".to_owned()));
         }
@@ -645,6 +663,68 @@ impl Resource for Volume {
     }
 }
 
+impl Resource for JoinToken {
+    const KIND: Kind = Kind::JoinToken;
+    const HEADERS: &'static [&'static str] = &["ID", "DATACENTER", "EXPIRES", "USED BY HOST"];
+
+    fn row(&self, names: &Names) -> Vec<String> {
+        vec![
+            id_of(self.meta.as_ref()),
+            names.of(&self.datacenter_id),
+            expiry(self.expires_at_ms, now_ms()),
+            names.of(&self.used_by_host),
+        ]
+    }
+
+    fn details(&self, names: &Names) -> Vec<(&'static str, String)> {
+        let mut f = vec![
+            ("id", dash(&id_of(self.meta.as_ref()))),
+            ("datacenter", names.long(&self.datacenter_id)),
+            ("expires", expiry(self.expires_at_ms, now_ms())),
+            ("used by host", names.long(&self.used_by_host)),
+        ];
+        meta_details(self.meta.as_ref(), &mut f);
+        f
+    }
+}
+
+/// The expiry time, marked once it has passed so stale tokens stand out in a list.
+fn expiry(expires_at_ms: i64, now_ms: i64) -> String {
+    let at = timestamp(expires_at_ms);
+    if expires_at_ms > 0 && expires_at_ms <= now_ms {
+        format!("{at} (expired)")
+    } else {
+        at
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// What `host join-token create` prints for people: the token first and alone on its line,
+/// since it cannot be shown again, then what it is for.
+pub fn join_token_created(token: &str, jt: Option<&JoinToken>, names: &Names) -> String {
+    let mut out = format!(
+        "Join token (shown only once; store it now, it cannot be retrieved later):\n\n    {token}\n\n"
+    );
+    if let Some(jt) = jt {
+        out.push_str(&crate::output::details_table(&[
+            ("id", dash(&id_of(jt.meta.as_ref()))),
+            ("datacenter", names.long(&jt.datacenter_id)),
+            ("expires", expiry(jt.expires_at_ms, now_ms())),
+        ]));
+        out.push_str("\n\n");
+    }
+    out.push_str(&format!(
+        "Enroll a host with: andromede-agent --server HOST:PORT --join-token {token}"
+    ));
+    out
+}
+
 /// One line per event for `events watch`.
 pub fn event_line(e: &Event) -> String {
     let mut line = format!(
@@ -763,6 +843,8 @@ mod tests {
     fn short_state_names() {
         assert_eq!(instance_state(InstanceState::HostLost as i32), "HOST_LOST");
         assert_eq!(volume_state(VolumeState::InUse as i32), "IN_USE");
+        assert_eq!(volume_state(VolumeState::Attaching as i32), "ATTACHING");
+        assert_eq!(volume_state(VolumeState::Detaching as i32), "DETACHING");
         assert_eq!(instance_state(77), "UNKNOWN(77)");
     }
 
@@ -770,6 +852,47 @@ mod tests {
     fn host_usage_counts_overcommit() {
         assert_eq!(usage_of(3, 16, 4.0), "3/64");
         assert_eq!(usage_of(3, 16, 0.0), "3/16");
+    }
+
+    #[test]
+    fn hosts_show_driver_and_agent_but_no_credential() {
+        let h = Host {
+            driver: "libvirt".into(),
+            agent_version: "0.1.0".into(),
+            credential_sha256: "ab".repeat(32),
+            ..Host::default()
+        };
+        let row = h.row(&Names::default());
+        assert_eq!(row.len(), Host::HEADERS.len());
+        assert!(row.contains(&"libvirt".to_owned()) && row.contains(&"0.1.0".to_owned()));
+        let details = h.details(&Names::default());
+        assert!(details
+            .iter()
+            .any(|(k, v)| *k == "driver" && v == "libvirt"));
+        let all: Vec<&String> = row.iter().chain(details.iter().map(|(_, v)| v)).collect();
+        assert!(all.iter().all(|v| !v.contains("abab")), "{all:?}");
+        assert_eq!(Host::default().row(&Names::default())[9], "-");
+    }
+
+    #[test]
+    fn join_tokens_mark_expiry_and_hide_the_secret() {
+        assert_eq!(
+            expiry(1_000, 2_000),
+            "1970-01-01T00:00:01Z (expired)".to_owned()
+        );
+        assert_eq!(expiry(3_000, 2_000), "1970-01-01T00:00:03Z");
+        let t = JoinToken {
+            datacenter_id: "dc-1".into(),
+            secret_sha256: "cd".repeat(32),
+            ..JoinToken::default()
+        };
+        let row = t.row(&Names::default());
+        assert_eq!(row.len(), JoinToken::HEADERS.len());
+        assert_eq!(row[3], "-", "unused");
+        assert!(row.iter().all(|v| !v.contains("cdcd")), "{row:?}");
+        let text = join_token_created("jt-1.s3cret", Some(&t), &Names::default());
+        assert!(text.contains("\n    jt-1.s3cret\n"), "{text}");
+        assert!(!text.contains("cdcd"), "{text}");
     }
 
     #[test]

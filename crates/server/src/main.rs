@@ -27,11 +27,25 @@ enum Cmd {
         #[command(flatten)]
         settings: Settings,
     },
-    /// A single-node cloud with one FR datacenter of simulated hosts, flavors and an image.
+    /// A single-node cloud: one FR datacenter, flavors, the test guest image, and a local agent
+    /// (started from the andromede-agent binary next to this one) or, without one, simulated hosts.
     Dev {
-        /// Number of simulated hosts to register on first start.
-        #[arg(long, default_value_t = 3)]
-        hosts: u32,
+        /// Simulated hosts to register on first start (default: 3 without a local agent, 0 with).
+        #[arg(long)]
+        hosts: Option<u32>,
+        /// The agent binary for the local host (default: andromede-agent next to this binary).
+        #[arg(long)]
+        agent_bin: Option<PathBuf>,
+        /// Run no local agent, only simulated hosts.
+        #[arg(long)]
+        no_agent: bool,
+        /// The local agent's hypervisor driver: auto (libvirt when usable, else fake), libvirt
+        /// or fake.
+        #[arg(long, default_value = "auto", value_parser = ["auto", "libvirt", "fake"])]
+        agent_driver: String,
+        /// Where scripts/build-guest-image.sh put the test guest (registered as image `tiny`).
+        #[arg(long, default_value = "target/guest")]
+        guest_dir: PathBuf,
         #[arg(long)]
         config: Option<PathBuf>,
         #[command(flatten)]
@@ -86,9 +100,25 @@ async fn main() -> anyhow::Result<()> {
         }
         Cmd::Dev {
             hosts,
+            agent_bin,
+            no_agent,
+            agent_driver,
+            guest_dir,
             config,
             mut settings,
         } => {
+            let agent_bin = match agent_bin {
+                Some(p) => Some(p),
+                None => std::env::current_exe()
+                    .ok()
+                    .and_then(|e| e.parent().map(|d| d.join("andromede-agent")))
+                    .filter(|p| p.is_file()),
+            }
+            .filter(|_| !no_agent);
+            if agent_bin.is_none() && !no_agent {
+                eprintln!("andromede-server dev: no andromede-agent binary next to this one (build it with `cargo build -p andromede-agent`): using simulated hosts only");
+            }
+            let hosts = hosts.unwrap_or(if agent_bin.is_some() { 0 } else { 3 });
             settings.init = Some(true);
             if settings.token.is_none() {
                 settings.token = Some("andromede-dev-token".into());
@@ -97,7 +127,25 @@ async fn main() -> anyhow::Result<()> {
             init_logs(s.log_format.as_deref());
             let r = serve::resolve(s)?;
             let node = serve::start_node(&r).await?;
-            let seeding = tokio::spawn(andromede_server::seed::seed(node.clone(), hosts));
+            let seeding = tokio::spawn(andromede_server::seed::seed(
+                node.clone(),
+                hosts,
+                Some(guest_dir),
+            ));
+            let agent = agent_bin.map(|bin| {
+                let fut = andromede_server::seed::local_agent(
+                    node.clone(),
+                    bin,
+                    r.listen.clone(),
+                    r.data_dir.clone(),
+                    agent_driver,
+                );
+                tokio::spawn(async move {
+                    if let Err(e) = fut.await {
+                        tracing::error!(error = %e, "local agent");
+                    }
+                })
+            });
             let endpoint = format!("http://{}", r.listen);
             eprintln!(
                 "\nAndromède is starting on {endpoint} (data in {}).\nPoint cloudctl at it:\n\n  export ANDROMEDE_ENDPOINT={endpoint}\n  export ANDROMEDE_TOKEN=<the token you gave, or andromede-dev-token>\n  cloudctl datacenter list\n",
@@ -105,6 +153,9 @@ async fn main() -> anyhow::Result<()> {
             );
             let res = serve::serve(&r, node, shutdown_signal()).await;
             seeding.abort();
+            if let Some(a) = agent {
+                a.abort();
+            }
             res
         }
     }

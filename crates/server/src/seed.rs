@@ -1,8 +1,10 @@
-//! The embedded default cloud: one datacenter with simulated hosts, flavors and an image.
+//! The embedded default cloud: one datacenter, flavors, an image (the project's own test guest
+//! when it has been built) and either a local agent or simulated hosts.
 
 use crate::node::{Node, Proposal};
 use andromede_api::v1::*;
 use andromede_store::Command;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,8 +16,35 @@ fn meta(id: &str, name: &str) -> Option<Meta> {
     })
 }
 
+/// The test guest built by `scripts/build-guest-image.sh`: files and their SHA-256 sums.
+struct Guest {
+    disk: (String, String),
+    kernel: (String, String),
+    initrd: (String, String),
+}
+
+fn guest(dir: &Path) -> Option<Guest> {
+    let sums = std::fs::read_to_string(dir.join("SHA256SUMS")).ok()?;
+    let sum = |name: &str| -> Option<(String, String)> {
+        let line = sums.lines().find(|l| {
+            l.split_whitespace()
+                .nth(1)
+                .map(|f| f.trim_start_matches('*'))
+                == Some(name)
+        })?;
+        let hash = line.split_whitespace().next()?.to_string();
+        let path = std::fs::canonicalize(dir.join(name)).ok()?;
+        Some((path.display().to_string(), hash))
+    };
+    Some(Guest {
+        disk: sum("root.qcow2")?,
+        kernel: sum("vmlinuz")?,
+        initrd: sum("initrd.img")?,
+    })
+}
+
 /// Seeds an empty cloud once it has a leader; does nothing if a datacenter already exists.
-pub async fn seed(node: Arc<Node>, hosts: u32) -> anyhow::Result<()> {
+pub async fn seed(node: Arc<Node>, hosts: u32, guest_dir: Option<PathBuf>) -> anyhow::Result<()> {
     for _ in 0..200 {
         if node.is_leader() {
             break;
@@ -55,6 +84,7 @@ pub async fn seed(node: Arc<Node>, hosts: u32) -> anyhow::Result<()> {
         }));
     }
     for (name, vcpus, mem, disk) in [
+        ("tiny", 1, 256, 1),
         ("small", 1, 1024, 10),
         ("medium", 2, 4096, 20),
         ("large", 4, 8192, 40),
@@ -66,14 +96,37 @@ pub async fn seed(node: Arc<Node>, hosts: u32) -> anyhow::Result<()> {
             disk_gib: disk,
         }));
     }
-    cmds.push(Command::CreateImage(Image {
-        meta: meta("image-tiny", "tiny"),
-        format: "qcow2".into(),
-        source: "file:///var/lib/andromede/images/tiny.qcow2".into(),
-        checksum_sha256: "0".repeat(64),
-        min_disk_gib: 1,
-        ..Default::default()
-    }));
+    let file = |(source, sum): (String, String)| ImageFile {
+        source,
+        checksum_sha256: sum,
+    };
+    let image = match guest_dir.as_deref().and_then(guest) {
+        Some(g) => {
+            tracing::info!(disk = %g.disk.0, "registering the test guest as image tiny");
+            Image {
+                meta: meta("image-tiny", "tiny"),
+                format: "qcow2".into(),
+                source: g.disk.0.clone(),
+                checksum_sha256: g.disk.1.clone(),
+                min_disk_gib: 1,
+                kernel: Some(file(g.kernel)),
+                initrd: Some(file(g.initrd)),
+                cmdline: "console=ttyS0 rdinit=/init".into(),
+            }
+        }
+        None => {
+            tracing::info!("no test guest built (scripts/build-guest-image.sh): image tiny is a placeholder only the fake driver can run");
+            Image {
+                meta: meta("image-tiny", "tiny"),
+                format: "qcow2".into(),
+                source: "file:///var/lib/andromede/images/tiny.qcow2".into(),
+                checksum_sha256: "0".repeat(64),
+                min_disk_gib: 1,
+                ..Default::default()
+            }
+        }
+    };
+    cmds.push(Command::CreateImage(image));
     for c in cmds {
         node.submit(Proposal::Cmd(c))
             .await
@@ -81,4 +134,57 @@ pub async fn seed(node: Arc<Node>, hosts: u32) -> anyhow::Result<()> {
     }
     tracing::info!(hosts, "seeded the local datacenter");
     Ok(())
+}
+
+/// Starts a local agent next to the dev server (enrolling it on first start) and keeps it
+/// running until the server stops.
+pub async fn local_agent(
+    node: Arc<Node>,
+    agent_bin: PathBuf,
+    server: String,
+    data_dir: PathBuf,
+    driver: String,
+) -> anyhow::Result<()> {
+    let state_dir = data_dir.join("agent");
+    let enrolled = state_dir.join("identity.json").exists();
+    let mut cmd = tokio::process::Command::new(&agent_bin);
+    cmd.arg("--server")
+        .arg(&server)
+        .arg("--state-dir")
+        .arg(&state_dir)
+        .arg("--hostname")
+        .arg("local-1")
+        .arg("--driver")
+        .arg(&driver)
+        .arg("--libvirt-pool-dir")
+        .arg(data_dir.join("pool"))
+        .arg("--libvirt-console-dir")
+        .arg(data_dir.join("console"))
+        .kill_on_drop(true);
+    if !enrolled {
+        for _ in 0..200 {
+            if node.is_leader() && node.read(|s| s.datacenters.contains_key("dc-local")) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let id = uuid::Uuid::new_v4().to_string();
+        let secret = crate::agents::session::secret();
+        let token = JoinToken {
+            meta: meta(&id, &id),
+            datacenter_id: "dc-local".into(),
+            expires_at_ms: crate::node::now_ms() + 600_000,
+            secret_sha256: crate::agents::session::sha256_hex(&secret),
+            used_by_host: String::new(),
+        };
+        node.submit(Proposal::Cmd(Command::CreateJoinToken(token)))
+            .await
+            .map_err(|e| anyhow::anyhow!("creating the local agent's join token: {e}"))?;
+        cmd.env("ANDROMEDE_JOIN_TOKEN", format!("{id}.{secret}"));
+    }
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| anyhow::anyhow!("starting {}: {e}", agent_bin.display()))?;
+    let status = child.wait().await?;
+    anyhow::bail!("the local agent exited: {status}")
 }

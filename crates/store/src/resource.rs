@@ -67,10 +67,16 @@ pub trait Resource: Clone + Default + Serialize + DeserializeOwned + Send + Sync
     const KIND: Kind;
     fn meta(&self) -> &Meta;
     fn meta_mut(&mut self) -> &mut Meta;
+    /// Clears what must never leave the server (credential hashes); used on every copy that
+    /// goes to a client or a watcher.
+    fn redact(&mut self) {}
 }
 
 macro_rules! resource {
     ($t:ty, $k:ident) => {
+        resource!($t, $k, |_r: &mut $t| {});
+    };
+    ($t:ty, $k:ident, $redact:expr) => {
         impl Resource for $t {
             const KIND: Kind = Kind::$k;
             fn meta(&self) -> &Meta {
@@ -80,6 +86,10 @@ macro_rules! resource {
             }
             fn meta_mut(&mut self) -> &mut Meta {
                 self.meta.get_or_insert_with(Meta::default)
+            }
+            fn redact(&mut self) {
+                let f: fn(&mut $t) = $redact;
+                f(self)
             }
         }
     };
@@ -96,11 +106,13 @@ static EMPTY_META: Meta = Meta {
 };
 
 resource!(Datacenter, Datacenter);
-resource!(Host, Host);
+resource!(Host, Host, |h: &mut Host| h.credential_sha256.clear());
 resource!(Flavor, Flavor);
 resource!(Image, Image);
 resource!(Project, Project);
 resource!(Instance, Instance);
 resource!(Volume, Volume);
 resource!(ServerGroup, ServerGroup);
-resource!(JoinToken, JoinToken);
+resource!(JoinToken, JoinToken, |t: &mut JoinToken| t
+    .secret_sha256
+    .clear());

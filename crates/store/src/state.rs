@@ -232,6 +232,13 @@ impl State {
 
     fn push_event<T: Resource>(&mut self, ty: EventType, r: &T, at_ms: i64) {
         self.revision += 1;
+        let json = if matches!(T::KIND, Kind::Host | Kind::JoinToken) {
+            let mut public = r.clone();
+            public.redact();
+            serde_json::to_string(&public)
+        } else {
+            serde_json::to_string(r)
+        };
         let m = r.meta();
         let ev = Event {
             revision: self.revision,
@@ -241,7 +248,7 @@ impl State {
             name: m.name.clone(),
             project_id: m.project_id.clone(),
             generation: m.generation,
-            resource_json: serde_json::to_string(r).unwrap_or_default(),
+            resource_json: json.unwrap_or_default(),
             at_ms,
         };
         self.events.push_back(ev.clone());

@@ -9,7 +9,7 @@ use anyhow::Result;
 use crate::cli::EventsCmd;
 use crate::client::{is_transient, Ctx};
 use crate::errors::code_words;
-use crate::output::{emit, to_named_value, Kind, OutputFormat};
+use crate::output::{emit, strip_secrets_from_json, to_named_value, Kind, OutputFormat};
 use crate::views::event_line;
 
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
@@ -71,12 +71,17 @@ pub async fn run(ctx: &Ctx, cmd: EventsCmd) -> Result<()> {
 }
 
 fn print_event(format: OutputFormat, ev: &Event) -> Result<()> {
+    if format == OutputFormat::Table {
+        return emit(&event_line(ev));
+    }
+    // Host and join token events carry the full resource, hashes of credentials included.
+    let shown = Event {
+        resource_json: strip_secrets_from_json(&ev.resource_json),
+        ..ev.clone()
+    };
+    let value = to_named_value(&shown, Kind::Event)?;
     match format {
-        OutputFormat::Table => emit(&event_line(ev)),
-        OutputFormat::Json => emit(&serde_json::to_string(&to_named_value(ev, Kind::Event)?)?),
-        OutputFormat::Yaml => emit(&format!(
-            "---\n{}",
-            serde_yaml::to_string(&to_named_value(ev, Kind::Event)?)?
-        )),
+        OutputFormat::Yaml => emit(&format!("---\n{}", serde_yaml::to_string(&value)?)),
+        _ => emit(&serde_json::to_string(&value)?),
     }
 }

@@ -1,8 +1,9 @@
-//! `cloudctl host …`: register hypervisor hosts, change their state, get, list and delete them.
+//! `cloudctl host …`: register hypervisor hosts, change their state, get, list and delete them,
+//! declare lost ones, and (through `join_token`) enroll agents.
 
 use andromede_api::v1::{
-    AllocationRatios, DeleteRequest, HostState, ListHostsRequest, RegisterHostRequest, Resources,
-    SetHostStateRequest,
+    AllocationRatios, DeclareHostLostRequest, DeleteRequest, HostState, ListHostsRequest,
+    RegisterHostRequest, Resources, SetHostStateRequest,
 };
 use anyhow::Result;
 
@@ -51,6 +52,15 @@ pub async fn run(ctx: &Ctx, cmd: HostCmd) -> Result<()> {
             let resp = ctx.call(ctx.infra().delete_host(req)).await?;
             print_deleted(ctx, "host", &r.reference, &resp)
         }
+        HostCmd::DeclareLost(r) => {
+            let req = DeclareHostLostRequest {
+                r#ref: rref(&r.reference, None),
+            };
+            let host = ctx.call(ctx.infra().declare_host_lost(req)).await?;
+            let names = names(ctx, &[Lookup::Datacenters]).await;
+            print_one(ctx.output, &host, &names)
+        }
+        HostCmd::JoinToken(c) => super::join_token::run(ctx, c).await,
     }
 }
 

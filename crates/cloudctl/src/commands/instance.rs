@@ -1,10 +1,12 @@
 //! `cloudctl instance …`: create instances, act on their power state, get, list and delete
-//! them, optionally waiting for the outcome.
+//! them, optionally waiting for the outcome, and read their console log.
 
+use std::io::Write;
 use std::time::Duration;
 
 use andromede_api::v1::{
-    CreateInstanceRequest, Instance, InstanceActionRequest, InstanceState, PlacementConstraints,
+    CreateInstanceRequest, GetConsoleLogRequest, Instance, InstanceActionRequest, InstanceState,
+    PlacementConstraints,
 };
 use anyhow::{Context, Result};
 use tonic::Code;
@@ -12,9 +14,11 @@ use tonic::Code;
 use super::{
     datacenter_ids, fresh_get, get_req, id_of, label, list_req, names, print_gone, rref, Lookup,
 };
-use crate::cli::{ConstraintArgs, InstanceAction, InstanceCmd, InstanceCreate, WaitArgs};
+use crate::cli::{
+    ConstraintArgs, InstanceAction, InstanceCmd, InstanceConsoleLog, InstanceCreate, WaitArgs,
+};
 use crate::client::{request_id, Ctx};
-use crate::output::{print_list, print_one};
+use crate::output::{print_list, print_one, print_value, OutputFormat};
 use crate::views::instance_state;
 use crate::wait::{self, Probe};
 
@@ -60,7 +64,35 @@ pub async fn run(ctx: &Ctx, cmd: InstanceCmd) -> Result<()> {
         InstanceCmd::Stop(a) => action(ctx, a, Action::Stop).await,
         InstanceCmd::Reboot(a) => action(ctx, a, Action::Reboot).await,
         InstanceCmd::Delete(a) => action(ctx, a, Action::Delete).await,
+        InstanceCmd::ConsoleLog(a) => console_log(ctx, a).await,
     }
+}
+
+async fn console_log(ctx: &Ctx, a: InstanceConsoleLog) -> Result<()> {
+    let req = GetConsoleLogRequest {
+        r#ref: rref(&a.target.reference, a.target.project.as_deref()),
+        max_bytes: a.bytes,
+    };
+    let resp = ctx.call(ctx.compute().get_console_log(req)).await?;
+    if ctx.output != OutputFormat::Table {
+        // Serde would render the bytes as an array of numbers; text is what a script can use.
+        let value = serde_json::json!({
+            "host_id": resp.host_id,
+            "data": String::from_utf8_lossy(&resp.data),
+        });
+        return print_value(ctx.output, &value, String::new);
+    }
+    if resp.data.is_empty() {
+        // On stderr, so that a pipe still receives exactly the log.
+        eprintln!("note: the console log of {} is empty", a.target.reference);
+        return Ok(());
+    }
+    // The bytes go out unchanged (escape sequences, invalid UTF-8 and all) so that they can be
+    // piped to a file or a pager.
+    let mut out = std::io::stdout().lock();
+    out.write_all(&resp.data)?;
+    out.flush()?;
+    Ok(())
 }
 
 /// The state a `--wait` waits for.

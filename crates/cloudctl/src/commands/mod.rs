@@ -8,6 +8,7 @@ mod flavor;
 mod host;
 mod image;
 mod instance;
+mod join_token;
 mod placement;
 mod project;
 mod server_group;

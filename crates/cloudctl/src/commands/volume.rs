@@ -1,18 +1,20 @@
-//! `cloudctl volume …`: create, get, list, delete, attach and detach volumes, optionally
-//! waiting for the outcome.
+//! `cloudctl volume …`: create, get, list, delete, attach, detach and extend volumes,
+//! optionally waiting for the outcome.
 
 use std::time::Duration;
 
 use andromede_api::v1::{
-    AttachVolumeRequest, CreateVolumeRequest, DeleteRequest, DetachVolumeRequest, Volume,
-    VolumeState,
+    AttachVolumeRequest, CreateVolumeRequest, DeleteRequest, DetachVolumeRequest,
+    ExtendVolumeRequest, Volume, VolumeState,
 };
 use anyhow::Result;
 use tonic::Code;
 
 use super::instance::constraints;
 use super::{fresh_get, get_req, id_of, label, list_req, names, print_gone, rref, Lookup};
-use crate::cli::{VolumeAttach, VolumeCmd, VolumeCreate, VolumeDelete, VolumeDetach, WaitArgs};
+use crate::cli::{
+    VolumeAttach, VolumeCmd, VolumeCreate, VolumeDelete, VolumeDetach, VolumeExtend, WaitArgs,
+};
 use crate::client::{request_id, with_deadline, Ctx};
 use crate::output::{print_list, print_one};
 use crate::views::volume_state;
@@ -48,24 +50,40 @@ pub async fn run(ctx: &Ctx, cmd: VolumeCmd) -> Result<()> {
         VolumeCmd::Delete(a) => delete(ctx, a).await,
         VolumeCmd::Attach(a) => attach(ctx, a).await,
         VolumeCmd::Detach(a) => detach(ctx, a).await,
+        VolumeCmd::Extend(a) => extend(ctx, a).await,
     }
 }
 
 /// The state a `--wait` waits for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Goal {
+    /// A new volume is ready.
     Available,
-    InUse,
+    /// An attach went through: ATTACHING gives way to IN_USE.
+    Attached,
+    /// A detach went through: DETACHING gives way to AVAILABLE.
+    Detached,
+    /// An extend is recorded: the volume has at least this many GiB and is usable.
+    Grown(u64),
     Gone,
 }
 
 impl Goal {
-    fn name(self) -> &'static str {
+    fn name(self) -> String {
         match self {
-            Goal::Available => "AVAILABLE",
-            Goal::InUse => "IN_USE",
-            Goal::Gone => "deleted",
+            Goal::Available | Goal::Detached => "AVAILABLE".to_owned(),
+            Goal::Attached => "IN_USE".to_owned(),
+            Goal::Grown(gib) => format!("{gib} GiB"),
+            Goal::Gone => "deleted".to_owned(),
         }
+    }
+}
+
+fn reason(vol: &Volume) -> String {
+    if vol.state_reason.is_empty() {
+        "no reason given".to_owned()
+    } else {
+        vol.state_reason.clone()
     }
 }
 
@@ -79,23 +97,35 @@ pub fn judge(found: Option<Volume>, goal: Goal) -> Probe<Option<Volume>> {
     };
     let state = VolumeState::try_from(vol.state).unwrap_or(VolumeState::Unspecified);
     let reached = match goal {
-        Goal::Available => state == VolumeState::Available,
-        Goal::InUse => state == VolumeState::InUse,
+        Goal::Available | Goal::Detached => state == VolumeState::Available,
+        Goal::Attached => state == VolumeState::InUse,
+        Goal::Grown(gib) => {
+            vol.size_gib >= gib && matches!(state, VolumeState::Available | VolumeState::InUse)
+        }
         Goal::Gone => state == VolumeState::Deleted,
     };
     if reached {
         return Probe::Done(Some(vol));
     }
     if state == VolumeState::Error {
-        let reason = if vol.state_reason.is_empty() {
-            "no reason given".to_owned()
-        } else {
-            vol.state_reason.clone()
-        };
-        return Probe::Failed(format!("ERROR: {reason}"));
+        return Probe::Failed(format!("ERROR: {}", reason(&vol)));
     }
     if goal != Goal::Gone && matches!(state, VolumeState::Deleting | VolumeState::Deleted) {
         return Probe::Failed(format!("it is {}", volume_state(vol.state)));
+    }
+    // The host puts a volume back where it was when it cannot attach or detach it; polling on
+    // would only run into the timeout.
+    if goal == Goal::Attached && state == VolumeState::Available {
+        return Probe::Failed(format!(
+            "the host could not attach it, it is AVAILABLE again: {}",
+            reason(&vol)
+        ));
+    }
+    if goal == Goal::Detached && state == VolumeState::InUse {
+        return Probe::Failed(format!(
+            "the host could not detach it, it is still IN_USE: {}",
+            reason(&vol)
+        ));
     }
     Probe::Pending(volume_state(vol.state))
 }
@@ -107,7 +137,7 @@ async fn finish(ctx: &Ctx, vol: Volume, w: WaitArgs, goal: Goal, reference: &str
     }
     let id = id_of(vol.meta.as_ref());
     let what = format!("volume {}", label(vol.meta.as_ref(), &id));
-    let last = wait::until(&what, goal.name(), Duration::from_secs(w.timeout), || {
+    let last = wait::until(&what, &goal.name(), Duration::from_secs(w.timeout), || {
         let mut c = ctx.volumes();
         let req = fresh_get(&id, None);
         let limit = ctx.request_timeout;
@@ -162,7 +192,7 @@ async fn attach(ctx: &Ctx, a: VolumeAttach) -> Result<()> {
         instance: a.instance.clone(),
     };
     let vol = ctx.call(ctx.volumes().attach_volume(req)).await?;
-    finish(ctx, vol, a.wait, Goal::InUse, &a.volume).await
+    finish(ctx, vol, a.wait, Goal::Attached, &a.volume).await
 }
 
 async fn detach(ctx: &Ctx, a: VolumeDetach) -> Result<()> {
@@ -170,7 +200,16 @@ async fn detach(ctx: &Ctx, a: VolumeDetach) -> Result<()> {
         volume: rref(&a.volume, a.project.as_deref()),
     };
     let vol = ctx.call(ctx.volumes().detach_volume(req)).await?;
-    finish(ctx, vol, a.wait, Goal::Available, &a.volume).await
+    finish(ctx, vol, a.wait, Goal::Detached, &a.volume).await
+}
+
+async fn extend(ctx: &Ctx, a: VolumeExtend) -> Result<()> {
+    let req = ExtendVolumeRequest {
+        volume: rref(&a.volume, a.project.as_deref()),
+        size_gib: a.size,
+    };
+    let vol = ctx.call(ctx.volumes().extend_volume(req)).await?;
+    finish(ctx, vol, a.wait, Goal::Grown(a.size), &a.volume).await
 }
 
 #[cfg(test)]
@@ -187,7 +226,7 @@ mod tests {
     #[test]
     fn judges_progress_towards_each_goal() {
         assert!(matches!(
-            judge(Some(with_state(VolumeState::InUse)), Goal::InUse),
+            judge(Some(with_state(VolumeState::InUse)), Goal::Attached),
             Probe::Done(Some(_))
         ));
         assert!(matches!(
@@ -202,6 +241,61 @@ mod tests {
         assert!(matches!(
             judge(Some(with_state(VolumeState::Deleting)), Goal::Gone),
             Probe::Pending(_)
+        ));
+    }
+
+    #[test]
+    fn attach_and_detach_pass_through_their_transitional_states() {
+        assert!(matches!(
+            judge(Some(with_state(VolumeState::Attaching)), Goal::Attached),
+            Probe::Pending(ref s) if s == "ATTACHING"
+        ));
+        assert!(matches!(
+            judge(Some(with_state(VolumeState::Detaching)), Goal::Detached),
+            Probe::Pending(ref s) if s == "DETACHING"
+        ));
+        assert!(matches!(
+            judge(Some(with_state(VolumeState::Available)), Goal::Detached),
+            Probe::Done(Some(_))
+        ));
+        // The host gave up: the volume went back to where it came from.
+        let refused = Volume {
+            state: VolumeState::Available as i32,
+            state_reason: "guest has no free slot".into(),
+            ..Volume::default()
+        };
+        assert!(matches!(
+            judge(Some(refused), Goal::Attached),
+            Probe::Failed(ref s) if s.contains("no free slot")
+        ));
+        assert!(matches!(
+            judge(Some(with_state(VolumeState::InUse)), Goal::Detached),
+            Probe::Failed(_)
+        ));
+    }
+
+    #[test]
+    fn extend_waits_for_the_size_in_a_usable_state() {
+        let sized = |state: VolumeState, size_gib: u64| Volume {
+            state: state as i32,
+            size_gib,
+            ..Volume::default()
+        };
+        assert!(matches!(
+            judge(Some(sized(VolumeState::InUse, 20)), Goal::Grown(20)),
+            Probe::Done(Some(_))
+        ));
+        assert!(matches!(
+            judge(Some(sized(VolumeState::Available, 10)), Goal::Grown(20)),
+            Probe::Pending(_)
+        ));
+        assert!(matches!(
+            judge(Some(sized(VolumeState::Attaching, 20)), Goal::Grown(20)),
+            Probe::Pending(_)
+        ));
+        assert!(matches!(
+            judge(Some(sized(VolumeState::Error, 20)), Goal::Grown(20)),
+            Probe::Failed(_)
         ));
     }
 }

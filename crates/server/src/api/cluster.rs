@@ -48,6 +48,7 @@ impl Api {
             last_log_index: m.last_log_index.unwrap_or(0),
             committed_index: m.last_applied.map(|l| l.index).unwrap_or(0),
             applied_index: m.last_applied.map(|l| l.index).unwrap_or(0),
+            connected_agents: self.node.agents.connected() as u64,
             members,
             state: match m.state {
                 ServerState::Leader => "leader",

@@ -253,6 +253,8 @@ impl InfrastructureService for Api {
                 )
             })
             .await??;
+        let mut hosts: Vec<Host> = hosts;
+        hosts.iter_mut().for_each(Resource::redact);
         Ok(Response::new(ListHostsResponse { hosts }))
     }
 
@@ -324,7 +326,11 @@ impl InfrastructureService for Api {
             return Err(Status::internal("unexpected reply to a join token"));
         };
         Ok(Response::new(CreateJoinTokenResponse {
-            join_token: Some(t),
+            join_token: Some({
+                let mut t = t;
+                t.redact();
+                t
+            }),
             token: format!("{id}.{secret}"),
         }))
     }
@@ -339,6 +345,8 @@ impl InfrastructureService for Api {
                 s.join_tokens.values().cloned().collect()
             })
             .await?;
+        let mut join_tokens: Vec<JoinToken> = join_tokens;
+        join_tokens.iter_mut().for_each(Resource::redact);
         Ok(Response::new(ListJoinTokensResponse { join_tokens }))
     }
 

@@ -97,9 +97,10 @@ impl Api {
         State: Table<T>,
     {
         let r = r.into_inner();
-        let found = self
+        let mut found = self
             .read(stale(&r.read), |s| find::<T>(s, &r.r#ref))
             .await??;
+        found.redact();
         Ok(tonic::Response::new(found))
     }
 
@@ -129,7 +130,10 @@ pub fn upper(v: &[String]) -> Vec<String> {
 macro_rules! reply {
     ($r:expr, $v:ident) => {
         match $r {
-            andromede_store::command::Reply::$v(x) => Ok(tonic::Response::new(x)),
+            andromede_store::command::Reply::$v(mut x) => {
+                andromede_store::resource::Resource::redact(&mut x);
+                Ok(tonic::Response::new(x))
+            }
             other => Err(tonic::Status::internal(format!(
                 "unexpected reply {other:?}"
             ))),
