@@ -235,3 +235,44 @@ impl Clients {
             .find(|h| h.meta.as_ref().is_some_and(|m| m.name == name))
     }
 }
+
+/// Runs `cloudctl` against `endpoint` with the test token; returns (success, stdout, stderr).
+pub fn cloudctl(endpoint: &str, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(bin("cloudctl"))
+        .args(["--endpoint", endpoint, "--token", crate::TOKEN])
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Runs `virsh -c qemu:///system` and returns its stdout (panics with stderr on failure).
+pub fn virsh(args: &[&str]) -> String {
+    let out = Command::new("virsh")
+        .args(["-c", "qemu:///system"])
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("virsh is not installed (run scripts/setup-libvirt.sh): {e}"));
+    assert!(
+        out.status.success(),
+        "virsh {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Files under `dir` whose name contains `needle`.
+pub fn files_with(dir: &Path, needle: &str) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.contains(needle))
+                .collect()
+        })
+        .unwrap_or_default()
+}
