@@ -275,7 +275,7 @@ async fn real_guests_through_libvirt() {
             "data-1",
             "-p",
             "ministry",
-            "--size",
+            "--size-gib",
             "1",
             "--near-instance",
             "vm-1",
