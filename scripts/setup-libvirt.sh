@@ -76,13 +76,26 @@ fi
 
 start_daemon() {
   local name=$1 bin=$2
-  if pgrep -x "$name" >/dev/null; then
+  if pgrep -x "$name" >/dev/null 2>&1; then
     log "$name already running"
   else
     "$bin" -d
     log "started $name"
   fi
 }
+
+# Without udev nobody gives /dev/kvm its usual root:kvm 0660. libvirt then finds its cached QEMU
+# capabilities (probed as root, KVM seen) invalid for the qemu user on every domain start and
+# re-probes QEMU for ~50 s each time. Guests still run under TCG; this only keeps the cache valid.
+if [ -c /dev/kvm ] && getent group kvm >/dev/null; then
+  if [ "$(stat -c %G:%a /dev/kvm)" != "kvm:660" ]; then
+    chgrp kvm /dev/kvm
+    chmod 0660 /dev/kvm
+    log "set /dev/kvm to root:kvm 0660 (what udev would do)"
+  else
+    log "/dev/kvm already root:kvm 0660"
+  fi
+fi
 
 mkdir -p /run/libvirt
 start_daemon virtlogd /usr/sbin/virtlogd
@@ -113,7 +126,9 @@ if ! virsh -c qemu:///system net-info default >/dev/null 2>&1; then
     exit 1
   fi
 fi
-if virsh -c qemu:///system net-info default | grep -Eq '^Active:\s+yes'; then
+# Captured first: with pipefail, grep -q closing the pipe early could fail the whole test.
+net_info=$(virsh -c qemu:///system net-info default)
+if grep -Eq '^Active:\s+yes' <<<"$net_info"; then
   log "network default already active"
 else
   virsh -c qemu:///system net-start default >/dev/null
