@@ -1,7 +1,9 @@
+#![cfg(feature = "libvirt")]
 //! The libvirt driver against the host's running libvirtd and the project's test guest
 //! (scripts/setup-libvirt.sh, scripts/build-guest-image.sh): boots a real guest and walks it
 //! through volumes, stop/start, reboot and delete.
-#![cfg(feature = "libvirt")]
+// Helpers outside #[test] functions unwrap too: a failure here is a test failure.
+#![allow(clippy::unwrap_used)]
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -265,6 +267,15 @@ fn libvirt_driver_runs_a_real_guest() {
                 .volumes
                 .is_empty()
                 .then_some(())
+        },
+    );
+    wait_for(
+        "the guest to report the disk gone",
+        Duration::from_secs(60),
+        || {
+            let log = console(&hv, &id);
+            let last = log.lines().rfind(|l| l.starts_with("disks: "));
+            (last.map(str::trim_end) == Some("disks: vda vdb")).then_some(())
         },
     );
     let (_, persistent) = virsh(&["dumpxml", "--inactive", &format!("andromede-{id}")]);

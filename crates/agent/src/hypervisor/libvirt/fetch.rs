@@ -197,6 +197,40 @@ mod tests {
     }
 
     #[test]
+    fn fetches_over_plain_http() {
+        use std::io::{BufRead, BufReader};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = std::thread::spawn(move || {
+            for status in ["404 Not Found", "200 OK"] {
+                let (mut conn, _) = listener.accept().unwrap();
+                let mut reader = BufReader::new(conn.try_clone().unwrap());
+                let mut line = String::new();
+                reader.read_line(&mut line).unwrap();
+                assert!(line.starts_with("GET /img HTTP/1.0"), "{line}");
+                loop {
+                    line.clear();
+                    reader.read_line(&mut line).unwrap();
+                    if line == "\r\n" {
+                        break;
+                    }
+                }
+                write!(conn, "HTTP/1.0 {status}\r\nContent-Length: 3\r\n\r\nabc").unwrap();
+            }
+        });
+        let dir = tempfile::tempdir().unwrap();
+        let tmp = dir.path().join("tmp");
+        let url = format!("http://127.0.0.1:{port}/img");
+        assert!(matches!(fetch_to(&url, &tmp), Err(HvError::Fetch { .. })));
+        let sum = fetch_to(&url, &tmp).unwrap();
+        assert_eq!(
+            sum,
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        server.join().unwrap();
+    }
+
+    #[test]
     fn fetch_hashes_what_it_copies() {
         let dir = tempfile::tempdir().unwrap();
         let src = dir.path().join("src");
