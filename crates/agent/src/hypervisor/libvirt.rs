@@ -1,1 +1,0 @@
-//! The libvirt driver: real KVM/QEMU (or TCG) guests through the `virt` crate.
