@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# The whole test suite: formatting, lints, build, unit, storage and end-to-end tests.
-# Installs what it needs (only a Rust toolchain for now) and starts no daemon it does not stop.
+# The whole test suite: formatting, lints, build, unit, storage and end-to-end tests, including
+# real QEMU guests through libvirt and real Terraform. Installs what it needs: libvirt and QEMU
+# (scripts/setup-libvirt.sh, as root, Debian 12) with its daemons left running, and the test guest
+# (scripts/build-guest-image.sh). Terraform must be on PATH; its test fails, saying so, without it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -9,11 +11,17 @@ if ! command -v cargo >/dev/null 2>&1; then
   exit 1
 fi
 
+echo "== libvirt and QEMU"
+bash scripts/setup-libvirt.sh
+echo "== test guest"
+bash scripts/build-guest-image.sh target/guest
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
-cargo clippy --workspace --all-targets -- -D warnings
+cargo clippy --workspace --all-targets --features andromede-agent/libvirt -- -D warnings
 echo "== build binaries used by the end-to-end tests"
-cargo build -p andromede-server -p cloudctl -p terraform-provider-andromede
+cargo build -p andromede-server -p cloudctl -p terraform-provider-andromede -p andromede-agent \
+  --features andromede-agent/libvirt
 echo "== cargo test"
-ANDROMEDE_BIN_DIR="$PWD/target/debug" cargo test --workspace -- --test-threads=2
+ANDROMEDE_BIN_DIR="$PWD/target/debug" ANDROMEDE_GUEST_DIR="$PWD/target/guest" \
+  cargo test --workspace --features andromede-agent/libvirt -- --test-threads=2
