@@ -60,6 +60,15 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// Drops an actor's slot once the actor has ended (its receiver is gone), unless a newer actor
+/// took the id meanwhile.
+fn forget<T>(slots: &Mutex<HashMap<String, Slot<T>>>, id: &str) {
+    let mut m = lock(slots);
+    if m.get(id).is_some_and(|tx| tx.is_closed()) {
+        m.remove(id);
+    }
+}
+
 fn state(i: &Instance) -> IS {
     IS::try_from(i.state).unwrap_or(IS::Error)
 }
@@ -161,6 +170,16 @@ impl Reconciler {
         tokio::task::spawn_blocking(move || f(hv.as_ref()))
             .await
             .map_err(|e| HvError::Failed(format!("hypervisor call panicked: {e}")))?
+    }
+
+    /// A hypervisor call about one resource, off the async reactor.
+    async fn call_id<R: Send + 'static>(
+        &self,
+        id: &str,
+        f: impl FnOnce(&dyn Hypervisor, &str) -> Result<R, HvError> + Send + 'static,
+    ) -> Result<R, HvError> {
+        let id = id.to_string();
+        self.call(move |hv| f(hv, &id)).await
     }
 
     /// Takes in what the control plane wants of this host.
@@ -289,19 +308,10 @@ impl Reconciler {
         loop {
             let desired = rx.borrow_and_update().clone();
             let wait = match desired {
-                None => match self
-                    .call({
-                        let id = id.clone();
-                        move |hv| hv.delete(&id)
-                    })
-                    .await
-                {
+                None => match self.call_id(&id, |hv, id| hv.delete(id)).await {
                     Ok(()) => {
                         drop(rx);
-                        let mut m = lock(&self.instances);
-                        if m.get(&id).is_some_and(|tx| tx.is_closed()) {
-                            m.remove(&id);
-                        }
+                        forget(&self.instances, &id);
                         return;
                     }
                     Err(e) => {
@@ -383,8 +393,7 @@ impl Reconciler {
     ) -> Result<IS, Stop> {
         let cur = state(inst);
         if matches!(cur, IS::Deleting | IS::Deleted) {
-            let i = id.to_string();
-            self.call(move |hv| hv.delete(&i)).await?;
+            self.call_id(id, |hv, id| hv.delete(id)).await?;
             return Ok(IS::Deleted);
         }
         if cur == IS::Pending {
@@ -399,9 +408,8 @@ impl Reconciler {
         self.ensure_image(&img).await?;
         let spec = vm_spec(inst, &img);
         self.call(move |hv| hv.define(&spec)).await?;
-        let i = id.to_string();
         let power = self
-            .call(move |hv| hv.status(&i))
+            .call_id(id, |hv, id| hv.status(id))
             .await?
             .map_or(PowerState::Stopped, |s| s.state);
         let running = power == PowerState::Running;
@@ -422,11 +430,10 @@ impl Reconciler {
             }),
             IS::Rebooting => {
                 if *rebooted != Some(inst.reboot_serial) {
-                    let i = id.to_string();
                     if running {
-                        self.call(move |hv| hv.reboot(&i)).await?;
+                        self.call_id(id, |hv, id| hv.reboot(id)).await?;
                     } else {
-                        self.call(move |hv| hv.start(&i)).await?;
+                        self.call_id(id, |hv, id| hv.start(id)).await?;
                     }
                     *rebooted = Some(inst.reboot_serial);
                 }
@@ -434,8 +441,7 @@ impl Reconciler {
             }
             _ => {
                 if !running {
-                    let i = id.to_string();
-                    self.call(move |hv| hv.start(&i)).await?;
+                    self.call_id(id, |hv, id| hv.start(id)).await?;
                 }
                 *rebooted = Some(inst.reboot_serial);
                 Ok(IS::Running)
@@ -445,20 +451,17 @@ impl Reconciler {
 
     /// Graceful stop, then power off once the timeout passes.
     async fn stop(&self, id: &str) -> Result<(), Stop> {
-        let i = id.to_string();
-        self.call(move |hv| hv.shutdown(&i)).await?;
+        self.call_id(id, |hv, id| hv.shutdown(id)).await?;
         let deadline = Instant::now() + self.timing.stop_timeout;
         while Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(250)).await;
-            let i = id.to_string();
-            let s = self.call(move |hv| hv.status(&i)).await?;
+            let s = self.call_id(id, |hv, id| hv.status(id)).await?;
             if s.is_none_or(|s| s.state != PowerState::Running) {
                 return Ok(());
             }
         }
         tracing::info!(instance = %id, "graceful stop timed out; cutting the power");
-        let i = id.to_string();
-        self.call(move |hv| hv.power_off(&i)).await?;
+        self.call_id(id, |hv, id| hv.power_off(id)).await?;
         Ok(())
     }
 
@@ -466,19 +469,10 @@ impl Reconciler {
         loop {
             let desired = rx.borrow_and_update().clone();
             let wait = match desired {
-                None => match self
-                    .call({
-                        let id = id.clone();
-                        move |hv| hv.delete_volume(&id)
-                    })
-                    .await
-                {
+                None => match self.call_id(&id, |hv, id| hv.delete_volume(id)).await {
                     Ok(()) => {
                         drop(rx);
-                        let mut m = lock(&self.volumes);
-                        if m.get(&id).is_some_and(|tx| tx.is_closed()) {
-                            m.remove(&id);
-                        }
+                        forget(&self.volumes, &id);
                         return;
                     }
                     Err(e) => {
@@ -520,15 +514,14 @@ impl Reconciler {
 
     async fn converge_volume(&self, id: &str, v: &Volume) -> Result<VS, Stop> {
         let cur = vstate(v);
-        let i = id.to_string();
         if matches!(cur, VS::Deleting | VS::Deleted) {
-            self.call(move |hv| hv.delete_volume(&i)).await?;
+            self.call_id(id, |hv, id| hv.delete_volume(id)).await?;
             return Ok(VS::Deleted);
         }
         let size = v.size_gib;
         let have = self
-            .call(move |hv| {
-                hv.create_volume(&i, size)?;
+            .call_id(id, move |hv, id| {
+                hv.create_volume(id, size)?;
                 hv.list_volumes()
             })
             .await?
@@ -536,24 +529,26 @@ impl Reconciler {
             .find(|x| x.id == id)
             .map_or(0, |x| x.size_gib);
         if have < size {
-            let i = id.to_string();
-            self.call(move |hv| hv.extend_volume(&i, size)).await?;
+            self.call_id(id, move |hv, id| hv.extend_volume(id, size))
+                .await?;
         }
         let vm = v.attached_to.clone();
         match cur {
             VS::Attaching | VS::InUse => {
-                let (i, m) = (id.to_string(), vm.clone());
-                let attached = self.call(move |hv| hv.status(&m)).await?;
+                let attached = self.call_id(&vm, |hv, vm| hv.status(vm)).await?;
                 match attached {
                     None => return Err(Stop::Retry(format!("guest {vm} is not defined here yet"))),
-                    Some(s) if s.volumes.contains(&i) => {}
-                    Some(_) => self.call(move |hv| hv.attach_volume(&vm, &i)).await?,
+                    Some(s) if s.volumes.iter().any(|x| x == id) => {}
+                    Some(_) => {
+                        self.call_id(id, move |hv, id| hv.attach_volume(&vm, id))
+                            .await?
+                    }
                 }
                 Ok(VS::InUse)
             }
             VS::Detaching => {
-                let i = id.to_string();
-                self.call(move |hv| hv.detach_volume(&vm, &i)).await?;
+                self.call_id(id, move |hv, id| hv.detach_volume(&vm, id))
+                    .await?;
                 Ok(VS::Available)
             }
             _ => Ok(VS::Available),
