@@ -352,11 +352,18 @@ async fn real_guests_through_libvirt() {
         .as_str()
         .unwrap()
         .to_string();
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    // Kill it the moment its domain exists: disks and definition done, start in flight.
+    let dom2 = format!("andromede-{id2}");
+    let deadline = Instant::now() + T;
+    while !domains().contains(&dom2) {
+        assert!(Instant::now() < deadline, "domain {dom2} never defined");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     agent.kill9();
+    let at_kill = instance_state(&c.get_instance(&id2).await.unwrap());
+    println!("agent killed with {dom2} defined and the instance {at_kill:?}");
     agent.start(None, &[]);
     c.wait_instance(&id2, InstanceState::Running, T).await;
-    let dom2 = format!("andromede-{id2}");
     assert_eq!(domains().iter().filter(|d| **d == dom2).count(), 1);
 
     // The agent stopped: host down after the TTL, instances HOST_LOST; back: RUNNING, no twin.
