@@ -1,12 +1,16 @@
 //! What every resource shares: the configured API handle, conversions between Terraform values
 //! and API fields, the `timeouts` block, polling until an end state, and stable request ids.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
+use andromede_api::v1::{Datacenter, Flavor, Image, Instance, Meta, Project, ServerGroup, Volume};
 use serde::{Deserialize, Serialize};
-use tf_provider::schema::{Attribute, AttributeConstraint, AttributeType, Block, Description};
+use tf_provider::schema::{
+    Attribute, AttributeConstraint, AttributeType, Block, Description, Schema,
+};
 use tf_provider::value::Value;
 use tf_provider::{AttributePath, Diagnostics};
 use tonic::Status;
@@ -37,6 +41,53 @@ impl Shared {
 pub fn call_failed(diags: &mut Diagnostics, what: String, status: &Status) {
     diags.root_error(what, describe(status));
 }
+
+/// The answer of a call, or `None` once its failure is reported under `what`, so that callers
+/// can stop with `?`.
+pub fn answered<T>(diags: &mut Diagnostics, what: &str, r: Result<T, Status>) -> Option<T> {
+    r.map_err(|s| call_failed(diags, what.to_owned(), &s)).ok()
+}
+
+/// The end of a wait, or `None` once its failure is reported under `what`.
+pub fn waited<T>(diags: &mut Diagnostics, what: &str, r: Result<T, WaitError>) -> Option<T> {
+    r.map_err(|e| diags.root_error(what.to_owned(), e.to_string()))
+        .ok()
+}
+
+// ---- API resources -----------------------------------------------------------------------
+
+/// The `meta` every API resource carries; prost makes it optional, and a missing one reads as
+/// empty ids and names rather than as an error.
+pub trait HasMeta {
+    fn meta_ref(&self) -> Option<&Meta>;
+
+    fn meta_id(&self) -> String {
+        self.meta_ref().map(|m| m.id.clone()).unwrap_or_default()
+    }
+
+    fn meta_name(&self) -> String {
+        self.meta_ref().map(|m| m.name.clone()).unwrap_or_default()
+    }
+}
+
+macro_rules! has_meta {
+    ($($t:ty),*) => {
+        $(impl HasMeta for $t {
+            fn meta_ref(&self) -> Option<&Meta> {
+                self.meta.as_ref()
+            }
+        })*
+    };
+}
+has_meta!(
+    Datacenter,
+    Flavor,
+    Image,
+    Instance,
+    Project,
+    ServerGroup,
+    Volume
+);
 
 // ---- values ------------------------------------------------------------------------------
 
@@ -123,6 +174,37 @@ pub fn signed(n: u64) -> Value<i64> {
 }
 
 // ---- schema shorthands -------------------------------------------------------------------
+
+/// A schema block with its description, attributes to be added.
+pub fn block(doc: &str) -> Block {
+    Block {
+        description: Description::plain(doc),
+        ..Default::default()
+    }
+}
+
+/// Every schema of this provider is at version 1: no state upgrade has been needed yet.
+pub fn schema(block: Block) -> Option<Schema> {
+    Some(Schema { version: 1, block })
+}
+
+/// `id`, `name` and `project` of a resource named uniquely within its project; a new name or
+/// project is a new resource.
+pub fn project_scoped(a: &mut HashMap<String, Attribute>, id_doc: &str) {
+    let s = AttributeType::String;
+    a.insert("id".into(), computed(s.clone(), id_doc));
+    a.insert(
+        "name".into(),
+        required(
+            s.clone(),
+            "Name, unique in the project. Forces replacement.",
+        ),
+    );
+    a.insert(
+        "project".into(),
+        required(s, "Project name or id. Forces replacement."),
+    );
+}
 
 fn attr(t: AttributeType, c: AttributeConstraint, doc: &str) -> Attribute {
     Attribute {
@@ -276,6 +358,32 @@ pub enum WaitError {
     },
 }
 
+/// Polls `get` until the resource is gone: NOT_FOUND, or a state for which `pending` gives no
+/// name (DELETED); otherwise that name is the state reported on a timeout.
+pub async fn until_gone<T, F, Fut, S>(
+    what: &str,
+    timeout: Duration,
+    mut get: F,
+    pending: S,
+) -> Result<(), WaitError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, Status>>,
+    S: Fn(&T) -> Option<String>,
+{
+    let pending = &pending;
+    until(what, "deleted", timeout, || {
+        let got = get();
+        async move {
+            Ok(match found(got.await)?.as_ref().and_then(pending) {
+                None => Probe::Done(()),
+                Some(state) => Probe::Pending(state),
+            })
+        }
+    })
+    .await
+}
+
 /// Polls until `probe` is done or failed, or `timeout` passes. Transient API errors (an
 /// election, a restarting node) only delay the wait.
 pub async fn until<T, F, Fut>(
@@ -340,6 +448,12 @@ pub fn import_ref(id: &str) -> (String, String) {
         Some((project, name)) => (project.to_owned(), name.to_owned()),
         None => (String::new(), id.to_owned()),
     }
+}
+
+/// The lookup of an import id given as `PROJECT/NAME` or a bare id.
+pub fn import_req(id: &str) -> andromede_api::v1::GetRequest {
+    let (project, name) = import_ref(id);
+    get_req(&name, &project)
 }
 
 /// A string read back from the server: empty stays as the configuration had it (null or "").

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use andromede_api::v1::*;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
-use tf_provider::schema::{AttributeType, Block, Description, Schema};
+use tf_provider::schema::{AttributeType, Schema};
 use tf_provider::value::{Value, ValueEmpty};
 use tf_provider::{DataSource, Diagnostics};
 
@@ -56,12 +56,7 @@ impl DataSource for DatacentersSource {
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))
         .collect();
-        let mut b = Block {
-            description: Description::plain(
-                "The datacenters, optionally only those in a country or a jurisdiction.",
-            ),
-            ..Default::default()
-        };
+        let mut b = block("The datacenters, optionally only those in a country or a jurisdiction.");
         let a = &mut b.attributes;
         a.insert(
             "country".into(),
@@ -86,10 +81,7 @@ impl DataSource for DatacentersSource {
                 AttributeType::List(Box::new(AttributeType::Object(item))),
                 "The matching datacenters: id, name, country, jurisdictions, certifications, operator_name, operator_country, status.",
             ));
-        Some(Schema {
-            version: 1,
-            block: b,
-        })
+        schema(b)
     }
 
     async fn read<'a>(
@@ -104,21 +96,19 @@ impl DataSource for DatacentersSource {
             jurisdiction: text(&config.jurisdiction),
             read: None,
         };
-        let list = match call(api.infra().list_datacenters(req)).await {
-            Ok(r) => r.datacenters,
-            Err(s) => {
-                call_failed(diags, "Listing datacenters".to_owned(), &s);
-                return None;
-            }
-        };
+        let list = answered(
+            diags,
+            "Listing datacenters",
+            call(api.infra().list_datacenters(req)).await,
+        )?
+        .datacenters;
         let items: Vec<DatacenterItem> = list
             .iter()
             .map(|d| {
-                let meta = d.meta.clone().unwrap_or_default();
                 let op = d.operator.clone().unwrap_or_default();
                 DatacenterItem {
-                    id: known(&meta.id),
-                    name: known(&meta.name),
+                    id: known(&d.meta_id()),
+                    name: known(&d.meta_name()),
                     country: known(&d.country),
                     jurisdictions: Value::Value(d.jurisdictions.clone()),
                     certifications: Value::Value(d.certifications.clone()),
@@ -157,10 +147,7 @@ impl DataSource for FlavorSource {
     type ProviderMetaState<'a> = ValueEmpty;
 
     fn schema(&self, _diags: &mut Diagnostics) -> Option<Schema> {
-        let mut b = Block {
-            description: Description::plain("A flavor looked up by name or id."),
-            ..Default::default()
-        };
+        let mut b = block("A flavor looked up by name or id.");
         let a = &mut b.attributes;
         a.insert(
             "name".into(),
@@ -179,10 +166,7 @@ impl DataSource for FlavorSource {
             "disk_gib".into(),
             computed(AttributeType::Number, "Root disk in GiB."),
         );
-        Some(Schema {
-            version: 1,
-            block: b,
-        })
+        schema(b)
     }
 
     async fn read<'a>(
@@ -193,19 +177,18 @@ impl DataSource for FlavorSource {
     ) -> Option<Self::State<'a>> {
         let api = self.0.api(diags)?;
         let name = text(&config.name);
-        match call(api.infra().get_flavor(get_req(&name, ""))).await {
-            Ok(f) => Some(FlavorLookup {
-                name: config.name,
-                id: known(&f.meta.map(|m| m.id).unwrap_or_default()),
-                vcpus: signed(f.vcpus),
-                memory_mib: signed(f.memory_mib),
-                disk_gib: signed(f.disk_gib),
-            }),
-            Err(s) => {
-                call_failed(diags, format!("Looking up flavor {name}"), &s);
-                None
-            }
-        }
+        let f = answered(
+            diags,
+            &format!("Looking up flavor {name}"),
+            call(api.infra().get_flavor(get_req(&name, ""))).await,
+        )?;
+        Some(FlavorLookup {
+            name: config.name,
+            id: known(&f.meta_id()),
+            vcpus: signed(f.vcpus),
+            memory_mib: signed(f.memory_mib),
+            disk_gib: signed(f.disk_gib),
+        })
     }
 }
 
@@ -229,10 +212,7 @@ impl DataSource for ImageSource {
 
     fn schema(&self, _diags: &mut Diagnostics) -> Option<Schema> {
         let s = AttributeType::String;
-        let mut b = Block {
-            description: Description::plain("An image looked up by name or id."),
-            ..Default::default()
-        };
+        let mut b = block("An image looked up by name or id.");
         let a = &mut b.attributes;
         a.insert("name".into(), required(s.clone(), "Image name or id."));
         a.insert(
@@ -256,10 +236,7 @@ impl DataSource for ImageSource {
             "min_disk_gib".into(),
             computed(AttributeType::Number, "Smallest root disk it fits on."),
         );
-        Some(Schema {
-            version: 1,
-            block: b,
-        })
+        schema(b)
     }
 
     async fn read<'a>(
@@ -270,25 +247,23 @@ impl DataSource for ImageSource {
     ) -> Option<Self::State<'a>> {
         let api = self.0.api(diags)?;
         let name = text(&config.name);
-        match call(
-            api.infra()
-                .get_image(get_req(&name, &text(&config.project))),
-        )
-        .await
-        {
-            Ok(i) => Some(ImageLookup {
-                name: config.name,
-                project: config.project,
-                id: known(&i.meta.map(|m| m.id).unwrap_or_default()),
-                format: known(&i.format),
-                source: known(&i.source),
-                checksum_sha256: known(&i.checksum_sha256),
-                min_disk_gib: signed(i.min_disk_gib),
-            }),
-            Err(s) => {
-                call_failed(diags, format!("Looking up image {name}"), &s);
-                None
-            }
-        }
+        let i = answered(
+            diags,
+            &format!("Looking up image {name}"),
+            call(
+                api.infra()
+                    .get_image(get_req(&name, &text(&config.project))),
+            )
+            .await,
+        )?;
+        Some(ImageLookup {
+            name: config.name,
+            project: config.project,
+            id: known(&i.meta_id()),
+            format: known(&i.format),
+            source: known(&i.source),
+            checksum_sha256: known(&i.checksum_sha256),
+            min_disk_gib: signed(i.min_disk_gib),
+        })
     }
 }

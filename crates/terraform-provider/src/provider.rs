@@ -5,12 +5,12 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
-use tf_provider::schema::{AttributeType, Block, Description, Schema};
+use tf_provider::schema::{AttributeType, Schema};
 use tf_provider::value::{Value, ValueEmpty};
 use tf_provider::{Diagnostics, DynamicDataSource, DynamicResource, Provider};
 
 use crate::api::{Api, DEFAULT_ENDPOINT};
-use crate::common::{optional, Shared};
+use crate::common::{block, optional, schema, Shared};
 use crate::data_sources::{DatacentersSource, FlavorSource, ImageSource};
 use crate::resources::{attachment, flavor, instance, project, server_group, volume};
 
@@ -40,10 +40,7 @@ impl Provider for AndromedeProvider {
     type MetaState<'a> = ValueEmpty;
 
     fn schema(&self, _diags: &mut Diagnostics) -> Option<Schema> {
-        let mut b = Block {
-            description: Description::plain("Andromède, a sovereign IaaS control plane."),
-            ..Default::default()
-        };
+        let mut b = block("Andromède, a sovereign IaaS control plane.");
         b.attributes.insert(
             "endpoint".into(),
             optional(
@@ -57,10 +54,7 @@ impl Provider for AndromedeProvider {
         );
         token.sensitive = true;
         b.attributes.insert("token".into(), token);
-        Some(Schema {
-            version: 1,
-            block: b,
-        })
+        schema(b)
     }
 
     async fn configure<'a>(

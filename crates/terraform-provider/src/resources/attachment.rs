@@ -6,12 +6,13 @@ use std::time::Duration;
 use andromede_api::v1::*;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
-use tf_provider::schema::{AttributeType, Block, Description, Schema};
+use tf_provider::schema::{AttributeType, Schema};
 use tf_provider::value::{serde_as_vec, Value, ValueEmpty};
 use tf_provider::{AttributePath, Diagnostics, Resource};
 
 use crate::api::{call, Api};
 use crate::common::*;
+use crate::resources::shared::*;
 use crate::resources::volume::{volume_gone, volume_state_name};
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -95,12 +96,8 @@ impl Resource for AttachmentResource {
     type ProviderMetaState<'a> = ValueEmpty;
 
     fn schema(&self, _diags: &mut Diagnostics) -> Option<Schema> {
-        let mut b = Block {
-            description: Description::plain(
-                "Attaches a volume to an instance (placed on the same host, see near_instance).",
-            ),
-            ..Default::default()
-        };
+        let mut b =
+            block("Attaches a volume to an instance (placed on the same host, see near_instance).");
         let s = AttributeType::String;
         let a = &mut b.attributes;
         a.insert("id".into(), computed(s.clone(), "VOLUME_ID/INSTANCE_ID."));
@@ -122,10 +119,7 @@ impl Resource for AttachmentResource {
         a.insert("volume_id".into(), computed(s.clone(), "Id of the volume."));
         a.insert("instance_id".into(), computed(s, "Id of the instance."));
         b.blocks.insert("timeouts".into(), timeouts_block());
-        Some(Schema {
-            version: 1,
-            block: b,
-        })
+        schema(b)
     }
 
     async fn read<'a>(
@@ -137,15 +131,14 @@ impl Resource for AttachmentResource {
     ) -> Option<(Self::State<'a>, Self::PrivateState<'a>)> {
         let api = self.0.api(diags)?;
         let (vid, iid) = split_id(&text(&state.id));
-        match found(call(api.volumes().get_volume(get_req(&vid, ""))).await) {
-            // Detached (or attached elsewhere) outside Terraform counts as gone.
-            Ok(Some(v)) if !volume_gone(&v) && v.attached_to == iid => Some((state, private)),
-            Ok(_) => None,
-            Err(s) => {
-                call_failed(diags, format!("Reading attachment {}", text(&state.id)), &s);
-                None
-            }
-        }
+        read_found(
+            diags,
+            &format!("Reading attachment {}", text(&state.id)),
+            call(api.volumes().get_volume(get_req(&vid, ""))).await,
+        )
+        // Detached (or attached elsewhere) outside Terraform counts as gone.
+        .filter(|v| !volume_gone(v) && v.attached_to == iid)?;
+        Some((state, private))
     }
 
     async fn plan_create<'a>(
@@ -218,34 +211,21 @@ impl Resource for AttachmentResource {
                     .get_instance(get_req(&text(&planned.instance), &project)),
             )
             .await?;
-            Ok::<_, tonic::Status>((
-                v.meta.map(|m| m.id).unwrap_or_default(),
-                i.meta.map(|m| m.id).unwrap_or_default(),
-            ))
+            Ok::<_, tonic::Status>((v.meta_id(), i.meta_id()))
         };
-        let (vid, iid) = match ids.await {
-            Ok(ids) => ids,
-            Err(s) => {
-                call_failed(diags, what, &s);
-                return None;
-            }
-        };
+        let (vid, iid) = answered(diags, &what, ids.await)?;
         let req = AttachVolumeRequest {
             volume: Some(rref(&vid, "")),
             instance: iid.clone(),
         };
         // Attaching twice to the same instance is what a retry would do; the wait tells.
-        if let Err(s) = call(api.volumes().attach_volume(req)).await {
-            call_failed(diags, what, &s);
-            return None;
-        }
+        answered(diags, &what, call(api.volumes().attach_volume(req)).await)?;
         let mut state = planned;
         state.id = known(&format!("{vid}/{iid}"));
         state.volume_id = known(&vid);
         state.instance_id = known(&iid);
-        if let Err(e) = wait_attached(&api, &vid, &iid, timeout).await {
-            diags.root_error(what, e.to_string());
-        }
+        // Kept in the state even when the wait fails, so that a destroy detaches it.
+        waited(diags, &what, wait_attached(&api, &vid, &iid, timeout).await);
         Some((state, private))
     }
 
@@ -272,28 +252,20 @@ impl Resource for AttachmentResource {
         let timeout = timeout_for(diags, &prior.timeouts, Phase::Delete)?;
         let (vid, iid) = split_id(&text(&prior.id));
         let what = format!("Detaching volume {vid} from {iid}");
-        match found(call(api.volumes().get_volume(get_req(&vid, ""))).await) {
-            Ok(Some(v)) if v.attached_to == iid && !volume_gone(&v) => {}
-            Ok(_) => return Some(()),
-            Err(s) => {
-                call_failed(diags, what, &s);
-                return None;
-            }
+        let current = answered(
+            diags,
+            &what,
+            found(call(api.volumes().get_volume(get_req(&vid, ""))).await),
+        )?;
+        if !current.is_some_and(|v| v.attached_to == iid && !volume_gone(&v)) {
+            // Already detached (or gone): nothing to undo.
+            return Some(());
         }
         let req = DetachVolumeRequest {
             volume: Some(rref(&vid, "")),
         };
-        if let Err(s) = found(call(api.volumes().detach_volume(req)).await) {
-            call_failed(diags, what, &s);
-            return None;
-        }
-        match wait_detached(&api, &vid, timeout).await {
-            Ok(()) => Some(()),
-            Err(e) => {
-                diags.root_error(what, e.to_string());
-                None
-            }
-        }
+        deleted(diags, &what, call(api.volumes().detach_volume(req)).await)?;
+        waited(diags, &what, wait_detached(&api, &vid, timeout).await)
     }
 
     async fn import<'a>(
@@ -303,29 +275,26 @@ impl Resource for AttachmentResource {
     ) -> Option<(Self::State<'a>, Self::PrivateState<'a>)> {
         let api = self.0.api(diags)?;
         let (vid, _) = split_id(&id);
-        match found(call(api.volumes().get_volume(get_req(&vid, ""))).await) {
-            Ok(Some(v)) if !v.attached_to.is_empty() => {
-                let vid = v.meta.map(|m| m.id).unwrap_or_default();
-                let s = AttachmentState {
-                    id: known(&format!("{vid}/{}", v.attached_to)),
-                    volume: known(&vid),
-                    instance: known(&v.attached_to),
-                    volume_id: known(&vid),
-                    instance_id: known(&v.attached_to),
-                    ..Default::default()
-                };
-                Some((s, ValueEmpty::Null))
-            }
-            Ok(_) => {
-                diags.root_error_short(format!(
-                    "volume `{id}` is not attached (import by VOLUME_ID)"
-                ));
-                None
-            }
-            Err(s) => {
-                call_failed(diags, format!("Importing attachment {id}"), &s);
-                None
-            }
-        }
+        let Some(v) = answered(
+            diags,
+            &format!("Importing attachment {id}"),
+            found(call(api.volumes().get_volume(get_req(&vid, ""))).await),
+        )?
+        .filter(|v| !v.attached_to.is_empty()) else {
+            diags.root_error_short(format!(
+                "volume `{id}` is not attached (import by VOLUME_ID)"
+            ));
+            return None;
+        };
+        let vid = v.meta_id();
+        let s = AttachmentState {
+            id: known(&format!("{vid}/{}", v.attached_to)),
+            volume: known(&vid),
+            instance: known(&v.attached_to),
+            volume_id: known(&vid),
+            instance_id: known(&v.attached_to),
+            ..Default::default()
+        };
+        Some((s, ValueEmpty::Null))
     }
 }

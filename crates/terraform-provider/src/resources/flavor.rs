@@ -3,12 +3,13 @@
 use andromede_api::v1::*;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
-use tf_provider::schema::{AttributeType, Block, Description, Schema};
+use tf_provider::schema::{AttributeType, Schema};
 use tf_provider::value::{Value, ValueEmpty};
 use tf_provider::{AttributePath, Diagnostics, Resource};
 
 use crate::api::{call, create_with_retry};
 use crate::common::*;
+use crate::resources::shared::*;
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct FlavorState {
@@ -41,12 +42,9 @@ impl Resource for FlavorResource {
     type ProviderMetaState<'a> = ValueEmpty;
 
     fn schema(&self, _diags: &mut Diagnostics) -> Option<Schema> {
-        let mut b = Block {
-            description: Description::plain(
-                "A flavor (instance size), public to every project. Needs the cloud-admin token.",
-            ),
-            ..Default::default()
-        };
+        let mut b = block(
+            "A flavor (instance size), public to every project. Needs the cloud-admin token.",
+        );
         let a = &mut b.attributes;
         a.insert("id".into(), computed(AttributeType::String, "Flavor id."));
         a.insert(
@@ -68,10 +66,7 @@ impl Resource for FlavorResource {
                 "Root disk in GiB. Forces replacement.",
             ),
         );
-        Some(Schema {
-            version: 1,
-            block: b,
-        })
+        schema(b)
     }
 
     async fn read<'a>(
@@ -82,14 +77,12 @@ impl Resource for FlavorResource {
         _meta: Self::ProviderMetaState<'a>,
     ) -> Option<(Self::State<'a>, Self::PrivateState<'a>)> {
         let api = self.0.api(diags)?;
-        match found(call(api.infra().get_flavor(get_req(&text(&state.id), ""))).await) {
-            Ok(Some(f)) => Some((FlavorState::from_server(&f), private)),
-            Ok(None) => None,
-            Err(s) => {
-                call_failed(diags, format!("Reading flavor {}", text(&state.name)), &s);
-                None
-            }
-        }
+        let f = read_found(
+            diags,
+            &format!("Reading flavor {}", text(&state.name)),
+            call(api.infra().get_flavor(get_req(&text(&state.id), ""))).await,
+        )?;
+        Some((FlavorState::from_server(&f), private))
     }
 
     async fn plan_create<'a>(
@@ -157,19 +150,14 @@ impl Resource for FlavorResource {
             request_id: String::new(),
         };
         req.request_id = request_id("flavor", &req);
-        match create_with_retry(|| {
+        let created = create_with_retry(|| {
             let mut c = api.infra();
             let r = req.clone();
             async move { c.create_flavor(r).await }
         })
-        .await
-        {
-            Ok(f) => Some((FlavorState::from_server(&f), private)),
-            Err(s) => {
-                call_failed(diags, format!("Creating flavor {name}"), &s);
-                None
-            }
-        }
+        .await;
+        let f = answered(diags, &format!("Creating flavor {name}"), created)?;
+        Some((FlavorState::from_server(&f), private))
     }
 
     async fn update<'a>(
@@ -195,13 +183,11 @@ impl Resource for FlavorResource {
         let req = DeleteRequest {
             r#ref: Some(rref(&text(&prior.id), "")),
         };
-        match found(call(api.infra().delete_flavor(req)).await) {
-            Ok(_) => Some(()),
-            Err(s) => {
-                call_failed(diags, format!("Deleting flavor {}", text(&prior.name)), &s);
-                None
-            }
-        }
+        deleted(
+            diags,
+            &format!("Deleting flavor {}", text(&prior.name)),
+            call(api.infra().delete_flavor(req)).await,
+        )
     }
 
     async fn import<'a>(
@@ -210,16 +196,8 @@ impl Resource for FlavorResource {
         id: String,
     ) -> Option<(Self::State<'a>, Self::PrivateState<'a>)> {
         let api = self.0.api(diags)?;
-        match found(call(api.infra().get_flavor(get_req(&id, ""))).await) {
-            Ok(Some(f)) => Some((FlavorState::from_server(&f), ValueEmpty::Null)),
-            Ok(None) => {
-                diags.root_error_short(format!("no flavor `{id}` (import by id or name)"));
-                None
-            }
-            Err(s) => {
-                call_failed(diags, format!("Importing flavor {id}"), &s);
-                None
-            }
-        }
+        let lookup = found(call(api.infra().get_flavor(get_req(&id, ""))).await);
+        let f = import_found(diags, "flavor", &id, BY_NAME, lookup)?;
+        Some((FlavorState::from_server(&f), ValueEmpty::Null))
     }
 }

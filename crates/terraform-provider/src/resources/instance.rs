@@ -6,12 +6,13 @@ use std::time::Duration;
 use andromede_api::v1::*;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
-use tf_provider::schema::{AttributeType, Block, Description, Schema};
+use tf_provider::schema::{AttributeType, Schema};
 use tf_provider::value::{serde_as_vec, Value, ValueEmpty};
 use tf_provider::{AttributePath, Diagnostics, Resource};
 
-use crate::api::{call, create_with_retry, Api};
+use crate::api::{call, Api};
 use crate::common::*;
+use crate::resources::shared::*;
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct InstanceState {
@@ -59,7 +60,7 @@ fn power_of(i: &Instance) -> &'static str {
 /// Fills the computed attributes from the server; the arguments stay as configured, since the
 /// server keeps ids where the configuration may use names and never changes them.
 fn with_server(mut s: InstanceState, i: &Instance) -> InstanceState {
-    s.id = known(&i.meta.as_ref().map(|m| m.id.clone()).unwrap_or_default());
+    s.id = known(&i.meta_id());
     s.state = known(&state_name(i.state));
     s.host = known(&i.host_id);
     s.datacenter = known(&i.datacenter_id);
@@ -98,20 +99,12 @@ async fn wait_power(
 }
 
 async fn wait_gone(api: &Api, id: &str, name: &str, timeout: Duration) -> Result<(), WaitError> {
-    until(&format!("instance {name}"), "deleted", timeout, || async {
-        Ok(
-            match found(call(api.compute().get_instance(get_req(id, ""))).await)? {
-                None => Probe::Done(()),
-                Some(i)
-                    if andromede_api::v1::InstanceState::try_from(i.state)
-                        == Ok(andromede_api::v1::InstanceState::Deleted) =>
-                {
-                    Probe::Done(())
-                }
-                Some(i) => Probe::Pending(state_name(i.state)),
-            },
-        )
-    })
+    until_gone(
+        &format!("instance {name}"),
+        timeout,
+        || async move { call(api.compute().get_instance(get_req(id, ""))).await },
+        |i: &Instance| Some(state_name(i.state)).filter(|st| st != "DELETED"),
+    )
     .await
 }
 
@@ -158,26 +151,12 @@ impl Resource for InstanceResource {
     type ProviderMetaState<'a> = ValueEmpty;
 
     fn schema(&self, _diags: &mut Diagnostics) -> Option<Schema> {
-        let mut b = Block {
-            description: Description::plain(
-                "A virtual machine, placed by the scheduler inside its project's sovereignty policy and the constraints given here.",
-            ),
-            ..Default::default()
-        };
+        let mut b = block(
+            "A virtual machine, placed by the scheduler inside its project's sovereignty policy and the constraints given here.",
+        );
         let s = AttributeType::String;
         let a = &mut b.attributes;
-        a.insert("id".into(), computed(s.clone(), "Instance id."));
-        a.insert(
-            "name".into(),
-            required(
-                s.clone(),
-                "Name, unique in the project. Forces replacement.",
-            ),
-        );
-        a.insert(
-            "project".into(),
-            required(s.clone(), "Project name or id. Forces replacement."),
-        );
+        project_scoped(a, "Instance id.");
         a.insert(
             "flavor".into(),
             required(s.clone(), "Flavor name or id. Forces replacement."),
@@ -226,10 +205,7 @@ impl Resource for InstanceResource {
         );
         a.insert("country".into(), computed(s, "Country it runs in."));
         b.blocks.insert("timeouts".into(), timeouts_block());
-        Some(Schema {
-            version: 1,
-            block: b,
-        })
+        schema(b)
     }
 
     async fn read<'a>(
@@ -240,14 +216,13 @@ impl Resource for InstanceResource {
         _meta: Self::ProviderMetaState<'a>,
     ) -> Option<(Self::State<'a>, Self::PrivateState<'a>)> {
         let api = self.0.api(diags)?;
-        match found(call(api.compute().get_instance(get_req(&text(&state.id), ""))).await) {
-            Ok(Some(i)) if !is_gone(&i) => Some((with_server(state, &i), private)),
-            Ok(_) => None,
-            Err(s) => {
-                call_failed(diags, format!("Reading instance {}", text(&state.name)), &s);
-                None
-            }
-        }
+        let i = read_found(
+            diags,
+            &format!("Reading instance {}", text(&state.name)),
+            call(api.compute().get_instance(get_req(&text(&state.id), ""))).await,
+        )
+        .filter(|i| !is_gone(i))?;
+        Some((with_server(state, &i), private))
     }
 
     async fn plan_create<'a>(
@@ -354,58 +329,39 @@ impl Resource for InstanceResource {
         key.user_data = String::new();
         req.request_id = request_id("instance", &key);
         let what = format!("Creating instance {name}");
-        let mut inst = match create_with_retry(|| {
-            let mut c = api.compute();
-            let r = req.clone();
-            async move { c.create_instance(r).await }
-        })
-        .await
-        {
-            Ok(i) => i,
-            Err(s) => {
-                call_failed(diags, what, &s);
-                return None;
-            }
-        };
-        let id = inst.meta.as_ref().map(|m| m.id.clone()).unwrap_or_default();
-        if is_gone(&inst) {
-            // The request id answered with an instance being deleted (a replacement of the same
-            // configuration): once it is gone, the same create makes a new one.
-            if let Err(e) = wait_gone(&api, &id, &name, timeout).await {
-                diags.root_error(what, e.to_string());
-                return None;
-            }
-            inst = match create_with_retry(|| {
+        let (api, name) = (&api, &name);
+        let inst = create_anew(
+            diags,
+            &what,
+            || {
                 let mut c = api.compute();
                 let r = req.clone();
                 async move { c.create_instance(r).await }
-            })
-            .await
-            {
-                Ok(i) => i,
-                Err(s) => {
-                    call_failed(diags, what, &s);
-                    return None;
-                }
-            };
-        }
-        let id = inst.meta.as_ref().map(|m| m.id.clone()).unwrap_or_default();
+            },
+            is_gone,
+            |old| {
+                let old = old.meta_id();
+                async move { wait_gone(api, &old, name, timeout).await }
+            },
+        )
+        .await?;
+        let id = inst.meta_id();
         let mut state = with_server(planned.clone(), &inst);
-        match wait_power(&api, &id, &name, RUNNING, timeout).await {
-            Ok(i) => state = with_server(state, &i),
-            Err(e) => {
-                // Kept in the state (tainted) so the next apply replaces it instead of making a twin.
-                diags.root_error(what, e.to_string());
-                return Some((state, private));
-            }
-        }
+        // On a failed wait the instance is kept in the state (tainted) so the next apply replaces
+        // it instead of making a twin.
+        let Some(i) = waited(
+            diags,
+            &what,
+            wait_power(api, &id, name, RUNNING, timeout).await,
+        ) else {
+            return Some((state, private));
+        };
+        state = with_server(state, &i);
         if planned.power_state == known(STOPPED) {
-            match set_power(&api, &id, &name, STOPPED, timeout).await {
-                Ok(i) => state = with_server(state, &i),
-                Err(e) => {
-                    diags.root_error(format!("Stopping instance {name}"), e.to_string());
-                    return Some((state, private));
-                }
+            let stopped = set_power(api, &id, name, STOPPED, timeout).await;
+            match waited(diags, &format!("Stopping instance {name}"), stopped) {
+                Some(i) => state = with_server(state, &i),
+                None => return Some((state, private)),
             }
         }
         Some((state, private))
@@ -458,17 +414,9 @@ impl Resource for InstanceResource {
         let req = InstanceActionRequest {
             r#ref: Some(rref(&id, "")),
         };
-        if let Err(s) = found(call(api.compute().delete_instance(req)).await) {
-            call_failed(diags, format!("Deleting instance {name}"), &s);
-            return None;
-        }
-        match wait_gone(&api, &id, &name, timeout).await {
-            Ok(()) => Some(()),
-            Err(e) => {
-                diags.root_error(format!("Deleting instance {name}"), e.to_string());
-                None
-            }
-        }
+        let what = format!("Deleting instance {name}");
+        deleted(diags, &what, call(api.compute().delete_instance(req)).await)?;
+        waited(diags, &what, wait_gone(&api, &id, &name, timeout).await)
     }
 
     async fn import<'a>(
@@ -477,26 +425,15 @@ impl Resource for InstanceResource {
         id: String,
     ) -> Option<(Self::State<'a>, Self::PrivateState<'a>)> {
         let api = self.0.api(diags)?;
-        let (project, name) = import_ref(&id);
-        let i = match found(call(api.compute().get_instance(get_req(&name, &project))).await) {
-            Ok(Some(i)) if !is_gone(&i) => i,
-            Ok(_) => {
-                diags
-                    .root_error_short(format!("no instance `{id}` (import by id or PROJECT/NAME)"));
-                return None;
-            }
-            Err(s) => {
-                call_failed(diags, format!("Importing instance {id}"), &s);
-                return None;
-            }
-        };
-        match imported(&api, &i).await {
-            Ok(s) => Some((s, ValueEmpty::Null)),
-            Err(s) => {
-                call_failed(diags, format!("Importing instance {id}"), &s);
-                None
-            }
-        }
+        let lookup = found(call(api.compute().get_instance(import_req(&id))).await)
+            .map(|i| i.filter(|i| !is_gone(i)));
+        let i = import_found(diags, "instance", &id, BY_PROJECT_NAME, lookup)?;
+        let s = answered(
+            diags,
+            &format!("Importing instance {id}"),
+            imported(&api, &i).await,
+        )?;
+        Some((s, ValueEmpty::Null))
     }
 }
 
@@ -504,8 +441,7 @@ impl Resource for InstanceResource {
 /// written with names.
 async fn imported(api: &Api, i: &Instance) -> Result<InstanceState, tonic::Status> {
     let meta = i.meta.clone().unwrap_or_default();
-    let project = call(api.identity().get_project(get_req(&meta.project_id, ""))).await?;
-    let pname = project.meta.map(|m| m.name).unwrap_or_default();
+    let pname = project_name(api, &meta.project_id).await?;
     let flavor = call(api.infra().get_flavor(get_req(&i.flavor_id, ""))).await?;
     let image = call(
         api.infra()
@@ -520,19 +456,15 @@ async fn imported(api: &Api, i: &Instance) -> Result<InstanceState, tonic::Statu
                 .get_server_group(get_req(&i.server_group_id, &meta.project_id)),
         )
         .await?;
-        known(&g.meta.map(|m| m.name).unwrap_or_default())
+        known(&g.meta_name())
     };
     let c = i.constraints.clone().unwrap_or_default();
-    let mut dcs = Vec::new();
-    for d in &c.datacenter_ids {
-        let dc = call(api.infra().get_datacenter(get_req(d, ""))).await?;
-        dcs.push(dc.meta.map(|m| m.name).unwrap_or_default());
-    }
+    let dcs = datacenter_names(api, &c.datacenter_ids).await?;
     let s = InstanceState {
         name: known(&meta.name),
         project: known(&pname),
-        flavor: known(&flavor.meta.map(|m| m.name).unwrap_or_default()),
-        image: known(&image.meta.map(|m| m.name).unwrap_or_default()),
+        flavor: known(&flavor.meta_name()),
+        image: known(&image.meta_name()),
         user_data: opt_text(&i.user_data),
         ssh_keys: server_list(&Value::Null, &i.ssh_keys),
         server_group: group,

@@ -5,4 +5,5 @@ pub mod flavor;
 pub mod instance;
 pub mod project;
 pub mod server_group;
+pub mod shared;
 pub mod volume;

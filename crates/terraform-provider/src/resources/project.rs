@@ -3,12 +3,13 @@
 use andromede_api::v1::*;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
-use tf_provider::schema::{AttributeType, Block, Description, Schema};
+use tf_provider::schema::{AttributeType, Schema};
 use tf_provider::value::{Value, ValueEmpty};
 use tf_provider::{AttributePath, Diagnostics, Resource};
 
 use crate::api::{call, create_with_retry};
 use crate::common::*;
+use crate::resources::shared::*;
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ProjectState {
@@ -88,12 +89,9 @@ impl Resource for ProjectResource {
     type ProviderMetaState<'a> = ValueEmpty;
 
     fn schema(&self, _diags: &mut Diagnostics) -> Option<Schema> {
-        let mut b = Block {
-            description: Description::plain(
-                "A project (tenant): its sovereignty policy restricts where its resources may run, its quotas how much they may use.",
-            ),
-            ..Default::default()
-        };
+        let mut b = block(
+            "A project (tenant): its sovereignty policy restricts where its resources may run, its quotas how much they may use.",
+        );
         let a = &mut b.attributes;
         a.insert("id".into(), computed(AttributeType::String, "Project id."));
         a.insert(
@@ -159,10 +157,7 @@ impl Resource for ProjectResource {
         ] {
             a.insert(name.into(), optional(AttributeType::Number, doc));
         }
-        Some(Schema {
-            version: 1,
-            block: b,
-        })
+        schema(b)
     }
 
     async fn read<'a>(
@@ -173,15 +168,12 @@ impl Resource for ProjectResource {
         _meta: Self::ProviderMetaState<'a>,
     ) -> Option<(Self::State<'a>, Self::PrivateState<'a>)> {
         let api = self.0.api(diags)?;
-        match found(call(api.identity().get_project(get_req(&text(&state.id), ""))).await) {
-            Ok(Some(p)) => Some((ProjectState::from_server(&state, &p), private)),
-            // Gone: a null state makes the next plan create it again.
-            Ok(None) => None,
-            Err(s) => {
-                call_failed(diags, format!("Reading project {}", text(&state.name)), &s);
-                None
-            }
-        }
+        let p = read_found(
+            diags,
+            &format!("Reading project {}", text(&state.name)),
+            call(api.identity().get_project(get_req(&text(&state.id), ""))).await,
+        )?;
+        Some((ProjectState::from_server(&state, &p), private))
     }
 
     async fn plan_create<'a>(
@@ -239,19 +231,14 @@ impl Resource for ProjectResource {
             quota: Some(planned.quota(diags)?),
             request_id: request_id("project", &(&name,)),
         };
-        match create_with_retry(|| {
+        let created = create_with_retry(|| {
             let mut c = api.identity();
             let r = req.clone();
             async move { c.create_project(r).await }
         })
-        .await
-        {
-            Ok(p) => Some((ProjectState::from_server(&planned, &p), private)),
-            Err(s) => {
-                call_failed(diags, format!("Creating project {name}"), &s);
-                None
-            }
-        }
+        .await;
+        let p = answered(diags, &format!("Creating project {name}"), created)?;
+        Some((ProjectState::from_server(&planned, &p), private))
     }
 
     async fn update<'a>(
@@ -271,13 +258,12 @@ impl Resource for ProjectResource {
             description: Some(text(&planned.description)),
             expected_generation: 0,
         };
-        match call(api.identity().update_project(req)).await {
-            Ok(p) => Some((ProjectState::from_server(&planned, &p), private)),
-            Err(s) => {
-                call_failed(diags, format!("Updating project {}", text(&prior.name)), &s);
-                None
-            }
-        }
+        let p = answered(
+            diags,
+            &format!("Updating project {}", text(&prior.name)),
+            call(api.identity().update_project(req)).await,
+        )?;
+        Some((ProjectState::from_server(&planned, &p), private))
     }
 
     async fn destroy<'a>(
@@ -291,13 +277,11 @@ impl Resource for ProjectResource {
         let req = DeleteRequest {
             r#ref: Some(rref(&text(&prior.id), "")),
         };
-        match found(call(api.identity().delete_project(req)).await) {
-            Ok(_) => Some(()),
-            Err(s) => {
-                call_failed(diags, format!("Deleting project {}", text(&prior.name)), &s);
-                None
-            }
-        }
+        deleted(
+            diags,
+            &format!("Deleting project {}", text(&prior.name)),
+            call(api.identity().delete_project(req)).await,
+        )
     }
 
     async fn import<'a>(
@@ -306,19 +290,11 @@ impl Resource for ProjectResource {
         id: String,
     ) -> Option<(Self::State<'a>, Self::PrivateState<'a>)> {
         let api = self.0.api(diags)?;
-        match found(call(api.identity().get_project(get_req(&id, ""))).await) {
-            Ok(Some(p)) => Some((
-                ProjectState::from_server(&ProjectState::default(), &p),
-                ValueEmpty::Null,
-            )),
-            Ok(None) => {
-                diags.root_error_short(format!("no project `{id}` (import by id or name)"));
-                None
-            }
-            Err(s) => {
-                call_failed(diags, format!("Importing project {id}"), &s);
-                None
-            }
-        }
+        let lookup = found(call(api.identity().get_project(get_req(&id, ""))).await);
+        let p = import_found(diags, "project", &id, BY_NAME, lookup)?;
+        Some((
+            ProjectState::from_server(&ProjectState::default(), &p),
+            ValueEmpty::Null,
+        ))
     }
 }

@@ -3,12 +3,13 @@
 use andromede_api::v1::*;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
-use tf_provider::schema::{AttributeType, Block, Description, Schema};
+use tf_provider::schema::{AttributeType, Schema};
 use tf_provider::value::{Value, ValueEmpty};
 use tf_provider::{AttributePath, Diagnostics, Resource};
 
 use crate::api::{call, create_with_retry};
 use crate::common::*;
+use crate::resources::shared::*;
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ServerGroupState {
@@ -67,37 +68,24 @@ impl Resource for ServerGroupResource {
     type ProviderMetaState<'a> = ValueEmpty;
 
     fn schema(&self, _diags: &mut Diagnostics) -> Option<Schema> {
-        let mut b = Block {
-            description: Description::plain("A server group: its instances share a host (affinity) or are spread over hosts (anti-affinity)."),
-            ..Default::default()
-        };
-        let s = AttributeType::String;
+        let mut b = block(
+            "A server group: its instances share a host (affinity) or are spread over hosts (anti-affinity).",
+        );
         let a = &mut b.attributes;
-        a.insert("id".into(), computed(s.clone(), "Server group id."));
-        a.insert(
-            "name".into(),
-            required(
-                s.clone(),
-                "Name, unique in the project. Forces replacement.",
-            ),
-        );
-        a.insert(
-            "project".into(),
-            required(s.clone(), "Project name or id. Forces replacement."),
-        );
+        project_scoped(a, "Server group id.");
         a.insert(
             "policy".into(),
-            required(s, "affinity or anti-affinity. Forces replacement."),
+            required(
+                AttributeType::String,
+                "affinity or anti-affinity. Forces replacement.",
+            ),
         );
         a.insert("hard".into(), optional(AttributeType::Bool, "Refuse placements that break the policy (default false: only prefer). Forces replacement."));
         a.insert(
             "members".into(),
             computed(strings(), "Ids of the member instances."),
         );
-        Some(Schema {
-            version: 1,
-            block: b,
-        })
+        schema(b)
     }
 
     async fn read<'a>(
@@ -108,24 +96,16 @@ impl Resource for ServerGroupResource {
         _meta: Self::ProviderMetaState<'a>,
     ) -> Option<(Self::State<'a>, Self::PrivateState<'a>)> {
         let api = self.0.api(diags)?;
-        match found(
+        let g = read_found(
+            diags,
+            &format!("Reading server group {}", text(&state.name)),
             call(
                 api.compute()
                     .get_server_group(get_req(&text(&state.id), "")),
             )
             .await,
-        ) {
-            Ok(Some(g)) => Some((with_server(&state, &g, state.project.clone()), private)),
-            Ok(None) => None,
-            Err(s) => {
-                call_failed(
-                    diags,
-                    format!("Reading server group {}", text(&state.name)),
-                    &s,
-                );
-                None
-            }
-        }
+        )?;
+        Some((with_server(&state, &g, state.project.clone()), private))
     }
 
     async fn plan_create<'a>(
@@ -188,19 +168,14 @@ impl Resource for ServerGroupResource {
             request_id: String::new(),
         };
         req.request_id = request_id("server_group", &req);
-        match create_with_retry(|| {
+        let created = create_with_retry(|| {
             let mut c = api.compute();
             let r = req.clone();
             async move { c.create_server_group(r).await }
         })
-        .await
-        {
-            Ok(g) => Some((with_server(&planned, &g, planned.project.clone()), private)),
-            Err(s) => {
-                call_failed(diags, format!("Creating server group {name}"), &s);
-                None
-            }
-        }
+        .await;
+        let g = answered(diags, &format!("Creating server group {name}"), created)?;
+        Some((with_server(&planned, &g, planned.project.clone()), private))
     }
 
     async fn update<'a>(
@@ -226,17 +201,11 @@ impl Resource for ServerGroupResource {
         let req = DeleteRequest {
             r#ref: Some(rref(&text(&prior.id), "")),
         };
-        match found(call(api.compute().delete_server_group(req)).await) {
-            Ok(_) => Some(()),
-            Err(s) => {
-                call_failed(
-                    diags,
-                    format!("Deleting server group {}", text(&prior.name)),
-                    &s,
-                );
-                None
-            }
-        }
+        deleted(
+            diags,
+            &format!("Deleting server group {}", text(&prior.name)),
+            call(api.compute().delete_server_group(req)).await,
+        )
     }
 
     async fn import<'a>(
@@ -245,37 +214,21 @@ impl Resource for ServerGroupResource {
         id: String,
     ) -> Option<(Self::State<'a>, Self::PrivateState<'a>)> {
         let api = self.0.api(diags)?;
-        let (project, name) = import_ref(&id);
-        let g = match found(call(api.compute().get_server_group(get_req(&name, &project))).await) {
-            Ok(Some(g)) => g,
-            Ok(None) => {
-                diags.root_error_short(format!(
-                    "no server group `{id}` (import by id or PROJECT/NAME)"
-                ));
-                return None;
-            }
-            Err(s) => {
-                call_failed(diags, format!("Importing server group {id}"), &s);
-                return None;
-            }
-        };
+        let lookup = found(call(api.compute().get_server_group(import_req(&id))).await);
+        let g = import_found(diags, "server group", &id, BY_PROJECT_NAME, lookup)?;
         let pid = g
             .meta
             .as_ref()
             .map(|m| m.project_id.clone())
             .unwrap_or_default();
-        match call(api.identity().get_project(get_req(&pid, ""))).await {
-            Ok(p) => {
-                let pname = known(&p.meta.map(|m| m.name).unwrap_or_default());
-                Some((
-                    with_server(&ServerGroupState::default(), &g, pname),
-                    ValueEmpty::Null,
-                ))
-            }
-            Err(s) => {
-                call_failed(diags, format!("Importing server group {id}"), &s);
-                None
-            }
-        }
+        let pname = answered(
+            diags,
+            &format!("Importing server group {id}"),
+            project_name(&api, &pid).await,
+        )?;
+        Some((
+            with_server(&ServerGroupState::default(), &g, known(&pname)),
+            ValueEmpty::Null,
+        ))
     }
 }

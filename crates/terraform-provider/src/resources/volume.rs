@@ -5,12 +5,13 @@ use std::time::Duration;
 use andromede_api::v1::*;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
-use tf_provider::schema::{AttributeType, Block, Description, Schema};
+use tf_provider::schema::{AttributeType, Schema};
 use tf_provider::value::{serde_as_vec, Value, ValueEmpty};
 use tf_provider::{AttributePath, Diagnostics, Resource};
 
-use crate::api::{call, create_with_retry, Api};
+use crate::api::{call, Api};
 use crate::common::*;
+use crate::resources::shared::*;
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct VolumeState {
@@ -50,7 +51,7 @@ pub fn volume_gone(v: &Volume) -> bool {
 }
 
 fn with_server(mut s: VolumeState, v: &Volume) -> VolumeState {
-    s.id = known(&v.meta.as_ref().map(|m| m.id.clone()).unwrap_or_default());
+    s.id = known(&v.meta_id());
     s.state = known(&volume_state_name(v.state));
     s.host = known(&v.host_id);
     s.datacenter = known(&v.datacenter_id);
@@ -86,15 +87,12 @@ pub async fn wait_volume_gone(
     name: &str,
     timeout: Duration,
 ) -> Result<(), WaitError> {
-    until(&format!("volume {name}"), "deleted", timeout, || async {
-        Ok(
-            match found(call(api.volumes().get_volume(get_req(id, ""))).await)? {
-                None => Probe::Done(()),
-                Some(v) if volume_state_name(v.state) == "DELETED" => Probe::Done(()),
-                Some(v) => Probe::Pending(volume_state_name(v.state)),
-            },
-        )
-    })
+    until_gone(
+        &format!("volume {name}"),
+        timeout,
+        || async move { call(api.volumes().get_volume(get_req(id, ""))).await },
+        |v: &Volume| Some(volume_state_name(v.state)).filter(|st| st != "DELETED"),
+    )
     .await
 }
 
@@ -105,24 +103,12 @@ impl Resource for VolumeResource {
     type ProviderMetaState<'a> = ValueEmpty;
 
     fn schema(&self, _diags: &mut Diagnostics) -> Option<Schema> {
-        let mut b = Block {
-            description: Description::plain("A block volume, placed like an instance; attach it with andromede_volume_attachment."),
-            ..Default::default()
-        };
+        let mut b = block(
+            "A block volume, placed like an instance; attach it with andromede_volume_attachment.",
+        );
         let s = AttributeType::String;
         let a = &mut b.attributes;
-        a.insert("id".into(), computed(s.clone(), "Volume id."));
-        a.insert(
-            "name".into(),
-            required(
-                s.clone(),
-                "Name, unique in the project. Forces replacement.",
-            ),
-        );
-        a.insert(
-            "project".into(),
-            required(s.clone(), "Project name or id. Forces replacement."),
-        );
+        project_scoped(a, "Volume id.");
         a.insert(
             "size_gib".into(),
             required(AttributeType::Number, "Size in GiB. Forces replacement."),
@@ -160,10 +146,7 @@ impl Resource for VolumeResource {
             computed(s, "Id of the instance it is attached to, or empty."),
         );
         b.blocks.insert("timeouts".into(), timeouts_block());
-        Some(Schema {
-            version: 1,
-            block: b,
-        })
+        schema(b)
     }
 
     async fn read<'a>(
@@ -174,14 +157,13 @@ impl Resource for VolumeResource {
         _meta: Self::ProviderMetaState<'a>,
     ) -> Option<(Self::State<'a>, Self::PrivateState<'a>)> {
         let api = self.0.api(diags)?;
-        match found(call(api.volumes().get_volume(get_req(&text(&state.id), ""))).await) {
-            Ok(Some(v)) if !volume_gone(&v) => Some((with_server(state, &v), private)),
-            Ok(_) => None,
-            Err(s) => {
-                call_failed(diags, format!("Reading volume {}", text(&state.name)), &s);
-                None
-            }
-        }
+        let v = read_found(
+            diags,
+            &format!("Reading volume {}", text(&state.name)),
+            call(api.volumes().get_volume(get_req(&text(&state.id), ""))).await,
+        )
+        .filter(|v| !volume_gone(v))?;
+        Some((with_server(state, &v), private))
     }
 
     async fn plan_create<'a>(
@@ -271,48 +253,31 @@ impl Resource for VolumeResource {
         };
         req.request_id = request_id("volume", &req);
         let what = format!("Creating volume {name}");
-        let mut v = match create_with_retry(|| {
-            let mut c = api.volumes();
-            let r = req.clone();
-            async move { c.create_volume(r).await }
-        })
-        .await
-        {
-            Ok(v) => v,
-            Err(s) => {
-                call_failed(diags, what, &s);
-                return None;
-            }
-        };
-        if volume_gone(&v) {
-            // Same request id as a volume being deleted: wait for it to go, then create anew.
-            let old = v.meta.as_ref().map(|m| m.id.clone()).unwrap_or_default();
-            if let Err(e) = wait_volume_gone(&api, &old, &name, timeout).await {
-                diags.root_error(what, e.to_string());
-                return None;
-            }
-            v = match create_with_retry(|| {
+        let (api, name) = (&api, &name);
+        let v = create_anew(
+            diags,
+            &what,
+            || {
                 let mut c = api.volumes();
                 let r = req.clone();
                 async move { c.create_volume(r).await }
-            })
-            .await
-            {
-                Ok(v) => v,
-                Err(s) => {
-                    call_failed(diags, what, &s);
-                    return None;
-                }
-            };
-        }
-        let id = v.meta.as_ref().map(|m| m.id.clone()).unwrap_or_default();
+            },
+            volume_gone,
+            |old| {
+                let old = old.meta_id();
+                async move { wait_volume_gone(api, &old, name, timeout).await }
+            },
+        )
+        .await?;
         let state = with_server(planned, &v);
-        match wait_available(&api, &id, &name, timeout).await {
-            Ok(v) => Some((with_server(state, &v), private)),
-            Err(e) => {
-                diags.root_error(what, e.to_string());
-                Some((state, private))
-            }
+        match waited(
+            diags,
+            &what,
+            wait_available(api, &v.meta_id(), name, timeout).await,
+        ) {
+            Some(v) => Some((with_server(state, &v), private)),
+            // Kept in the state (tainted) so the next apply replaces it instead of making a twin.
+            None => Some((state, private)),
         }
     }
 
@@ -342,17 +307,13 @@ impl Resource for VolumeResource {
         let req = DeleteRequest {
             r#ref: Some(rref(&id, "")),
         };
-        if let Err(s) = found(call(api.volumes().delete_volume(req)).await) {
-            call_failed(diags, format!("Deleting volume {name}"), &s);
-            return None;
-        }
-        match wait_volume_gone(&api, &id, &name, timeout).await {
-            Ok(()) => Some(()),
-            Err(e) => {
-                diags.root_error(format!("Deleting volume {name}"), e.to_string());
-                None
-            }
-        }
+        let what = format!("Deleting volume {name}");
+        deleted(diags, &what, call(api.volumes().delete_volume(req)).await)?;
+        waited(
+            diags,
+            &what,
+            wait_volume_gone(&api, &id, &name, timeout).await,
+        )
     }
 
     async fn import<'a>(
@@ -361,37 +322,18 @@ impl Resource for VolumeResource {
         id: String,
     ) -> Option<(Self::State<'a>, Self::PrivateState<'a>)> {
         let api = self.0.api(diags)?;
-        let (project, name) = import_ref(&id);
-        let v = match found(call(api.volumes().get_volume(get_req(&name, &project))).await) {
-            Ok(Some(v)) if !volume_gone(&v) => v,
-            Ok(_) => {
-                diags.root_error_short(format!("no volume `{id}` (import by id or PROJECT/NAME)"));
-                return None;
-            }
-            Err(s) => {
-                call_failed(diags, format!("Importing volume {id}"), &s);
-                return None;
-            }
-        };
+        let lookup = found(call(api.volumes().get_volume(import_req(&id))).await)
+            .map(|v| v.filter(|v| !volume_gone(v)));
+        let v = import_found(diags, "volume", &id, BY_PROJECT_NAME, lookup)?;
+        let what = format!("Importing volume {id}");
         let meta = v.meta.clone().unwrap_or_default();
-        let pname = match call(api.identity().get_project(get_req(&meta.project_id, ""))).await {
-            Ok(p) => p.meta.map(|m| m.name).unwrap_or_default(),
-            Err(s) => {
-                call_failed(diags, format!("Importing volume {id}"), &s);
-                return None;
-            }
-        };
+        let pname = answered(diags, &what, project_name(&api, &meta.project_id).await)?;
         let c = v.constraints.clone().unwrap_or_default();
-        let mut dcs = Vec::new();
-        for d in &c.datacenter_ids {
-            match call(api.infra().get_datacenter(get_req(d, ""))).await {
-                Ok(dc) => dcs.push(dc.meta.map(|m| m.name).unwrap_or_default()),
-                Err(s) => {
-                    call_failed(diags, format!("Importing volume {id}"), &s);
-                    return None;
-                }
-            }
-        }
+        let dcs = answered(
+            diags,
+            &what,
+            datacenter_names(&api, &c.datacenter_ids).await,
+        )?;
         let s = VolumeState {
             name: known(&meta.name),
             project: known(&pname),
