@@ -184,6 +184,10 @@ pub async fn serve(
     tokio::spawn(crate::metrics::raft_gauges(node.raft.clone()));
     tokio::spawn(crate::simulator::run(node.clone()));
     tokio::spawn(crate::agents::sweep(node.clone(), node.agents.clone()));
+    tokio::spawn(crate::agents::write_reports(
+        node.clone(),
+        node.agents.clone(),
+    ));
     tokio::spawn(crate::agents::route_events(
         node.clone(),
         node.agents.clone(),

@@ -5,7 +5,9 @@ pub mod session;
 
 use crate::error::ApiError;
 use crate::node::Node;
-use andromede_api::v1::{control_message, ConsoleLogReply, ConsoleLogRequest, ControlMessage};
+use andromede_api::v1::{
+    control_message, ConsoleLogReply, ConsoleLogRequest, ControlMessage, InstanceState, VolumeState,
+};
 use andromede_store::Command;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -41,6 +43,9 @@ pub enum Routed {
 /// Connected agents and their liveness, on this server (meaningful on the leader).
 pub struct Agents {
     conns: Mutex<HashMap<String, Conn>>,
+    /// Observations from every agent, written to the log in batches by [`write_reports`].
+    observed: mpsc::UnboundedSender<Observed>,
+    observed_rx: Mutex<Option<mpsc::UnboundedReceiver<Observed>>>,
     seen: Mutex<HashMap<String, Instant>>,
     pending: Mutex<HashMap<u64, oneshot::Sender<ConsoleLogReply>>>,
     next: AtomicU64,
@@ -54,16 +59,35 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+type Observed = (
+    Vec<(String, InstanceState, String)>,
+    Vec<(String, VolumeState, String)>,
+);
+
 impl Agents {
     pub fn new(ttl: Duration) -> Arc<Self> {
+        let (observed, rx) = mpsc::unbounded_channel();
         Arc::new(Self {
             conns: Mutex::new(HashMap::new()),
+            observed,
+            observed_rx: Mutex::new(Some(rx)),
             seen: Mutex::new(HashMap::new()),
             pending: Mutex::new(HashMap::new()),
             next: AtomicU64::new(1),
             ttl,
             heartbeat: ttl / 3,
         })
+    }
+
+    /// Queues observed states for the next batch written to the log.
+    pub fn observed(
+        &self,
+        instances: Vec<(String, InstanceState, String)>,
+        volumes: Vec<(String, VolumeState, String)>,
+    ) {
+        if !instances.is_empty() || !volumes.is_empty() {
+            let _ = self.observed.send((instances, volumes));
+        }
     }
 
     pub fn touch(&self, host: &str) {
@@ -169,6 +193,40 @@ impl Agents {
             Err(_) => Err(ApiError::Unavailable(format!(
                 "the agent of host {host} did not answer within 10 s"
             ))),
+        }
+    }
+}
+
+/// Writes agents' observations to the log, many agents' reports per entry: while one batch is
+/// being replicated the next one gathers, so the log sees far fewer entries than reports.
+pub async fn write_reports(node: Arc<Node>, agents: Arc<Agents>) {
+    let Some(mut rx) = lock(&agents.observed_rx).take() else {
+        return;
+    };
+    const BATCH: usize = 5000;
+    while let Some(first) = rx.recv().await {
+        let (mut inst, mut vols) = first;
+        while inst.len() + vols.len() < BATCH {
+            match rx.try_recv() {
+                Ok((i, v)) => {
+                    inst.extend(i);
+                    vols.extend(v);
+                }
+                Err(_) => break,
+            }
+        }
+        for cmd in [
+            (!inst.is_empty()).then_some(Command::ObserveInstances(inst)),
+            (!vols.is_empty()).then_some(Command::ObserveVolumes(vols)),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            // Lost observations are harmless: agents report again on their next pass and on
+            // every reconnect, and the new leader's streams start from a full state.
+            if let Err(e) = node.submit_local(crate::node::Proposal::Cmd(cmd)).await {
+                tracing::warn!(error = %e, "could not record agent reports");
+            }
         }
     }
 }

@@ -2,7 +2,6 @@
 //! pushes the host's desired state (in full on connect, then changes) and records its reports.
 
 use super::{Agents, Outbox, Routed};
-use crate::error::ApiError;
 use crate::node::{Node, Proposal};
 use andromede_api::v1::agent_service_server::AgentService;
 use andromede_api::v1::{
@@ -132,8 +131,8 @@ impl AgentApi {
         Ok(host)
     }
 
-    /// Writes what the agent observed, limited to resources placed on its own host.
-    async fn reports(&self, host: &str, r: Reports) -> Result<(), ApiError> {
+    /// Queues what the agent observed for the log, limited to resources on its own host.
+    fn reports(&self, host: &str, r: Reports) {
         let (inst, vols) = self.node.read(|s| {
             let inst: Vec<(String, InstanceState, String)> = r
                 .instances
@@ -157,17 +156,7 @@ impl AgentApi {
                 .collect();
             (inst, vols)
         });
-        if !inst.is_empty() {
-            self.node
-                .submit_local(Proposal::Cmd(Command::ObserveInstances(inst)))
-                .await?;
-        }
-        if !vols.is_empty() {
-            self.node
-                .submit_local(Proposal::Cmd(Command::ObserveVolumes(vols)))
-                .await?;
-        }
-        Ok(())
+        self.agents.observed(inst, vols);
     }
 
     /// One agent's stream, until it ends, another stream replaces it or leadership moves.
@@ -198,14 +187,7 @@ impl AgentApi {
                     Ok(Some(m)) => {
                         self.agents.touch(&host);
                         match m.msg {
-                            Some(agent_message::Msg::Reports(r)) => {
-                                if let Err(e) = self.reports(&host, r).await {
-                                    tracing::warn!(%host, error = %e, "could not record agent reports");
-                                    if matches!(e, ApiError::NotLeader) {
-                                        break Some(not_leader(&self.node));
-                                    }
-                                }
-                            }
+                            Some(agent_message::Msg::Reports(r)) => self.reports(&host, r),
                             Some(agent_message::Msg::ConsoleLog(c)) => self.agents.resolve_console(c),
                             Some(agent_message::Msg::Heartbeat(_)) | None => {}
                             Some(agent_message::Msg::Hello(_)) => {
