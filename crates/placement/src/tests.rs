@@ -213,3 +213,31 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn sampled_placement_stops_early_but_explains_failures_in_full() {
+    let mut s = Snap::default();
+    s.dc("fr", "FR", "FR");
+    s.dc("de", "DE", "DE");
+    for i in 0..20 {
+        s.host(&format!("fr-{i:02}"), "fr", 4, HostState::Up);
+    }
+    let p = SovereigntyPolicy::default();
+    let c = PlacementConstraints::default();
+    let sample = Some(Sample {
+        start: "",
+        candidates: 3,
+    });
+    let e = place_sampled(&s, &req(&p, &c), sample);
+    assert!(e.chosen.is_some());
+    assert_eq!(e.candidates, 3);
+    assert_eq!(e.hosts_considered, 3);
+    // Nothing fits: every host is looked at, so the refusal explains all of them.
+    let de_only = PlacementConstraints {
+        countries: vec!["DE".into()],
+        ..Default::default()
+    };
+    let e = place_sampled(&s, &req(&p, &de_only), sample);
+    assert!(e.chosen.is_none());
+    assert_eq!(e.hosts_considered, 20);
+}

@@ -64,6 +64,9 @@ impl Snapshot for View<'_> {
     fn hosts(&self) -> Box<dyn Iterator<Item = &andromede_api::v1::Host> + '_> {
         self.state.hosts()
     }
+    fn hosts_from(&self, start: &str) -> Box<dyn Iterator<Item = &andromede_api::v1::Host> + '_> {
+        self.state.hosts_from(start)
+    }
     fn datacenter(&self, id: &str) -> Option<&andromede_api::v1::Datacenter> {
         self.state.datacenters.get(id)
     }
@@ -71,6 +74,9 @@ impl Snapshot for View<'_> {
         self.reserved.get(host_id).copied().unwrap_or_default()
     }
 }
+
+/// Fitting hosts a create's placement weighs before choosing (all of them when fewer fit).
+pub const PLACEMENT_SAMPLE: u32 = 64;
 
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
@@ -213,7 +219,23 @@ impl Node {
     }
 
     /// Plans against state plus reservations; returns the explanation (chosen host reserved).
+    /// Plans a create: the best of a sample of fitting hosts (see [`andromede_placement::Sample`]).
     fn plan(&self, req: &Request<'_>) -> Explanation {
+        let start = uuid::Uuid::new_v4().to_string();
+        self.plan_with(
+            req,
+            Some(andromede_placement::Sample {
+                start: &start,
+                candidates: PLACEMENT_SAMPLE,
+            }),
+        )
+    }
+
+    fn plan_with(
+        &self,
+        req: &Request<'_>,
+        sample: Option<andromede_placement::Sample<'_>>,
+    ) -> Explanation {
         let pending = self.reservations.lock().unwrap_or_else(|p| p.into_inner());
         self.read(|state| {
             let mut reserved: HashMap<String, Resources> = HashMap::new();
@@ -224,12 +246,13 @@ impl Node {
                 let e = reserved.entry(host.clone()).or_default();
                 *e = andromede_model::capacity::add(e, r);
             }
-            andromede_placement::place(
+            andromede_placement::place_sampled(
                 &View {
                     state,
                     reserved: &reserved,
                 },
                 req,
+                sample,
             )
         })
     }
@@ -368,7 +391,8 @@ impl Node {
             pin_host: input.pin_host,
             strategy: self.strategy,
         };
-        self.plan(&req)
+        // A dry run weighs every host, so it shows the whole picture.
+        self.plan_with(&req, None)
     }
 
     /// Waits until this node has applied everything the leader had committed when called.

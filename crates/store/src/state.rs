@@ -115,6 +115,15 @@ impl Snapshot for State {
     fn hosts(&self) -> Box<dyn Iterator<Item = &Host> + '_> {
         Box::new(self.hosts.values())
     }
+    fn hosts_from(&self, start: &str) -> Box<dyn Iterator<Item = &Host> + '_> {
+        let start = start.to_string();
+        Box::new(
+            self.hosts
+                .range(start.clone()..)
+                .chain(self.hosts.range(..start))
+                .map(|(_, h)| h),
+        )
+    }
     fn datacenter(&self, id: &str) -> Option<&Datacenter> {
         self.datacenters.get(id)
     }
