@@ -99,6 +99,24 @@ impl Server {
         self.child = Some(c.spawn().unwrap());
     }
 
+    /// SIGTERM, then a clean exit within `within`, or the test fails.
+    pub fn terminate(&mut self, within: Duration) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(c.id().to_string())
+                .status();
+            let deadline = Instant::now() + within;
+            while c.try_wait().unwrap().is_none() {
+                if Instant::now() > deadline {
+                    let _ = c.kill();
+                    panic!("server {} still running {within:?} after SIGTERM", self.id);
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+
     /// SIGKILL: no shutdown path runs.
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {

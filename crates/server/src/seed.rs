@@ -146,6 +146,12 @@ pub async fn local_agent(
     driver: String,
 ) -> anyhow::Result<()> {
     let state_dir = data_dir.join("agent");
+    // One libvirt storage pool per dev cloud, so two data directories never share one.
+    let abs = std::fs::canonicalize(&data_dir).unwrap_or_else(|_| data_dir.clone());
+    let pool = format!(
+        "andromede-dev-{}",
+        &crate::agents::session::sha256_hex(&abs.display().to_string())[..8]
+    );
     let enrolled = state_dir.join("identity.json").exists();
     let mut cmd = tokio::process::Command::new(&agent_bin);
     cmd.arg("--server")
@@ -156,6 +162,8 @@ pub async fn local_agent(
         .arg("local-1")
         .arg("--driver")
         .arg(&driver)
+        .arg("--libvirt-pool")
+        .arg(&pool)
         .arg("--libvirt-pool-dir")
         .arg(data_dir.join("pool"))
         .arg("--libvirt-console-dir")

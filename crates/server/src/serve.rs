@@ -252,7 +252,10 @@ pub async fn serve(
             ClusterServiceServer::new(api),
             auth,
         ))
-        .serve_with_shutdown(addr, shutdown)
+        .serve_with_shutdown(addr, async {
+            shutdown.await;
+            node.agents.close_all();
+        })
         .await
         .context("gRPC server")?;
     let _ = node.raft.shutdown().await;

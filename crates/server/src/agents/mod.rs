@@ -46,6 +46,8 @@ pub struct Agents {
     /// Observations from every agent, written to the log in batches by [`write_reports`].
     observed: mpsc::UnboundedSender<Observed>,
     observed_rx: Mutex<Option<mpsc::UnboundedReceiver<Observed>>>,
+    /// Set when the server shuts down: streams end so the listener can drain.
+    closing: tokio::sync::watch::Sender<bool>,
     seen: Mutex<HashMap<String, Instant>>,
     pending: Mutex<HashMap<u64, oneshot::Sender<ConsoleLogReply>>>,
     next: AtomicU64,
@@ -71,12 +73,22 @@ impl Agents {
             conns: Mutex::new(HashMap::new()),
             observed,
             observed_rx: Mutex::new(Some(rx)),
+            closing: tokio::sync::watch::channel(false).0,
             seen: Mutex::new(HashMap::new()),
             pending: Mutex::new(HashMap::new()),
             next: AtomicU64::new(1),
             ttl,
             heartbeat: ttl / 3,
         })
+    }
+
+    /// Ends every agent stream (they reconnect to another server); called at shutdown.
+    pub fn close_all(&self) {
+        self.closing.send_replace(true);
+    }
+
+    pub fn closing(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.closing.subscribe()
     }
 
     /// Queues observed states for the next batch written to the log.
@@ -139,12 +151,6 @@ impl Agents {
 
     pub fn connected(&self) -> usize {
         lock(&self.conns).len()
-    }
-
-    /// Forgets every liveness record (a new leader starts every host's clock afresh).
-    pub fn reset(&self) {
-        lock(&self.seen).clear();
-        lock(&self.conns).clear();
     }
 
     pub fn resolve_console(&self, reply: ConsoleLogReply) {
@@ -285,15 +291,12 @@ pub async fn sweep(node: Arc<Node>, agents: Arc<Agents>) {
     loop {
         tick.tick().await;
         if !node.is_leader() {
-            if leader_since.take().is_some() {
-                agents.reset();
-            }
+            leader_since = None;
             continue;
         }
-        let since = *leader_since.get_or_insert_with(|| {
-            agents.reset();
-            Instant::now()
-        });
+        // Heartbeats heard before this leadership began count from its start: a new leader gives
+        // every host a full TTL. Open streams are left alone (they close on leadership loss).
+        let since = *leader_since.get_or_insert_with(Instant::now);
         let watched: Vec<String> = node.read(|s| {
             s.hosts
                 .values()
@@ -304,7 +307,9 @@ pub async fn sweep(node: Arc<Node>, agents: Arc<Agents>) {
         });
         let now = Instant::now();
         for host in watched {
-            let last = lock(&agents.seen).get(&host).copied().unwrap_or(since);
+            let last = lock(&agents.seen)
+                .get(&host)
+                .map_or(since, |t| (*t).max(since));
             if now.duration_since(last) <= agents.ttl {
                 continue;
             }

@@ -180,6 +180,7 @@ impl AgentApi {
             return;
         }
         tracing::info!(%host, "agent connected");
+        let mut closing = self.agents.closing();
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         let end: Option<Status> = loop {
             tokio::select! {
@@ -214,6 +215,9 @@ impl AgentApi {
                     if let Some(d) = msg {
                         if tx.send(Ok(desired(d))).await.is_err() { break None; }
                     }
+                }
+                _ = closing.changed() => {
+                    break Some(Status::unavailable("server shutting down"));
                 }
                 _ = tick.tick() => {
                     if !self.node.is_leader() {

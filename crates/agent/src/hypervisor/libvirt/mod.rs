@@ -96,6 +96,14 @@ impl Default for LibvirtConfig {
     }
 }
 
+/// The `<target><path>` of a storage pool's XML description.
+fn target_path(xml: &str) -> Option<String> {
+    let target = &xml[xml.find("<target>")?..];
+    let start = target.find("<path>")? + "<path>".len();
+    let end = target[start..].find("</path>")? + start;
+    Some(target[start..end].trim().to_string())
+}
+
 fn virt_err(context: &str, e: VirtError) -> HvError {
     let code = e.code();
     let msg = format!("{context}: {}", e.message());
@@ -212,7 +220,27 @@ impl LibvirtDriver {
     fn ensure_pool(&self) -> HvResult<StoragePool> {
         let conn = self.conn()?;
         let pool = match conn.lookup_storage_pool_by_name(&self.cfg.pool_name) {
-            Ok(pool) => pool,
+            Ok(pool) => {
+                // Files are read and written under pool_dir directly, so an existing pool of the
+                // same name elsewhere would split them between two places.
+                let desc = pool
+                    .xml_desc(0)
+                    .map_err(|e| virt_err("storage pool description", e))?;
+                let at = target_path(&desc);
+                if at
+                    .as_deref()
+                    .is_some_and(|p| Path::new(p) != self.cfg.pool_dir)
+                {
+                    return Err(HvError::Failed(format!(
+                        "storage pool {} already exists at {}, not {}: use --libvirt-pool-dir {} or another --libvirt-pool",
+                        self.cfg.pool_name,
+                        at.unwrap_or_default(),
+                        self.cfg.pool_dir.display(),
+                        target_path(&desc).unwrap_or_default()
+                    )));
+                }
+                pool
+            }
             Err(e) if is_code(&e, ErrorNumber::NoStoragePool) => {
                 fs::create_dir_all(&self.cfg.pool_dir)
                     .map_err(|e| io_err(self.cfg.pool_dir.display(), e))?;
@@ -839,6 +867,13 @@ mod tests {
     use super::*;
 
     const INTEL: &str = "processor\t: 0\nflags\t\t: fpu vme vmx sse2\n";
+
+    #[test]
+    fn pool_target_path() {
+        let xml = "<pool type='dir'><name>p</name><source/><target>\n  <path>/srv/pool</path>\n  <permissions/></target></pool>";
+        assert_eq!(target_path(xml).as_deref(), Some("/srv/pool"));
+        assert_eq!(target_path("<pool/>"), None);
+    }
     const NONE: &str = "processor\t: 0\nflags\t\t: fpu vme sse2 hypervisor\n";
 
     #[test]
