@@ -761,6 +761,7 @@ pub fn cluster_status(s: &ClusterStatus) -> String {
         ("committed index", s.committed_index.to_string()),
         ("applied index", s.applied_index.to_string()),
         ("snapshot index", s.snapshot_index.to_string()),
+        ("connected agents", s.connected_agents.to_string()),
     ]);
     let rows: Vec<Vec<String>> = s
         .members
