@@ -452,3 +452,76 @@ async fn kill9_and_restart_keeps_every_acknowledged_write() {
     // And the restarted node still takes writes.
     c.instance("after", "p", none()).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_plane_location_binds_every_project_and_survives_restart() {
+    let root = tempfile::tempdir().unwrap();
+    let (mut s, mut c) = one_server(root.path()).await;
+    c.datacenter("paris", "FR", "FR", "FR", &[]).await;
+    c.datacenter("berlin", "DE", "DE", "DE", &[]).await;
+    c.project("bund", policy(&["DE"], &[], &[], false), None).await;
+    let locate = |c: &mut Clients, dc: &str| {
+        let mut cl = c.cluster.clone();
+        let dc = dc.to_string();
+        async move {
+            cl.locate_node(LocateNodeRequest {
+                node_id: 1,
+                datacenter: dc,
+            })
+            .await
+        }
+    };
+    // Server 1 in Paris would hold project bund's metadata outside Germany.
+    let e = locate(&mut c, "paris").await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::FailedPrecondition);
+    assert!(e.message().contains("bund"), "{e:?}");
+    c.identity
+        .delete_project(DeleteRequest {
+            r#ref: Some(ResourceRef {
+                id_or_name: "bund".into(),
+                project: String::new(),
+            }),
+        })
+        .await
+        .unwrap();
+    let st = locate(&mut c, "paris").await.unwrap().into_inner();
+    let paris = c
+        .infra
+        .get_datacenter(GetRequest {
+            r#ref: Some(ResourceRef {
+                id_or_name: "paris".into(),
+                project: String::new(),
+            }),
+            read: None,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .meta
+        .unwrap()
+        .id;
+    assert_eq!(st.members[0].datacenter_id, paris);
+    let refuse_de = |c: &mut Clients| {
+        let mut id = c.identity.clone();
+        async move {
+            id.create_project(CreateProjectRequest {
+                name: "bund-2".into(),
+                policy: Some(policy(&["DE"], &[], &[], false)),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err()
+        }
+    };
+    let e = refuse_de(&mut c).await;
+    assert_eq!(e.code(), tonic::Code::FailedPrecondition);
+    assert!(e.message().contains("control-plane server 1"), "{e:?}");
+    // The location is replicated state: it survives kill -9.
+    s.kill9();
+    s.start(false);
+    let mut c = s.clients().await;
+    let st = c.wait_leader().await;
+    assert_eq!(st.members[0].datacenter_id, paris);
+    let e = refuse_de(&mut c).await;
+    assert_eq!(e.code(), tonic::Code::FailedPrecondition);
+}

@@ -907,6 +907,19 @@ pub enum ClusterCmd {
         node_id: u64,
         /// Address the other nodes reach it at (e.g. http://10.0.0.12:7400)
         addr: String,
+        /// Datacenter (id or name) the new server runs in; refused before it receives any data
+        /// if a project's sovereignty policy excludes it
+        #[arg(long, value_name = "DC")]
+        datacenter: Option<String>,
+    },
+    /// Declare the datacenter a server runs in: it holds every project's metadata, so every
+    /// project's sovereignty policy must allow it (refused, naming the projects, otherwise)
+    Locate {
+        /// Raft id of the server
+        node_id: u64,
+        /// Datacenter (id or name)
+        #[arg(long, value_name = "DC")]
+        datacenter: String,
     },
     /// Make learners voters
     Promote {

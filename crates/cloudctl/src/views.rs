@@ -773,11 +773,23 @@ pub fn cluster_status(s: &ClusterStatus) -> String {
                 dash(&m.role),
                 if m.leader { "*" } else { "" }.to_owned(),
                 m.matched_index.to_string(),
+                if m.datacenter_id.is_empty() {
+                    "(not located)".to_owned()
+                } else {
+                    m.datacenter_id.clone()
+                },
             ]
         })
         .collect();
     let members = crate::output::list_table(
-        &["NODE ID", "ADDR", "ROLE", "LEADER", "MATCHED INDEX"],
+        &[
+            "NODE ID",
+            "ADDR",
+            "ROLE",
+            "LEADER",
+            "MATCHED INDEX",
+            "DATACENTER",
+        ],
         &rows,
     );
     format!("{summary}\n\n{members}")

@@ -82,6 +82,7 @@ fn cluster_fixture() -> ClusterStatus {
                 role: "voter".into(),
                 leader: true,
                 matched_index: 42,
+                datacenter_id: "dc-paris".into(),
             },
             ClusterMember {
                 node_id: 2,
@@ -89,6 +90,7 @@ fn cluster_fixture() -> ClusterStatus {
                 role: "learner".into(),
                 leader: false,
                 matched_index: 40,
+                datacenter_id: String::new(),
             },
         ],
         state: "leader".into(),
@@ -123,6 +125,18 @@ impl ClusterService for Mock {
         r: Request<RemoveNodeRequest>,
     ) -> Result<Response<ClusterStatus>, Status> {
         self.record(&r);
+        Ok(Response::new(cluster_fixture()))
+    }
+    async fn locate_node(
+        &self,
+        r: Request<LocateNodeRequest>,
+    ) -> Result<Response<ClusterStatus>, Status> {
+        self.record(&r);
+        if r.get_ref().datacenter == "dc-us" {
+            return Err(Status::failed_precondition(
+                "server 1 cannot hold the region's metadata in datacenter us (US): the policy of project(s) gov (US is outside countries FR) excludes it",
+            ));
+        }
         Ok(Response::new(cluster_fixture()))
     }
     async fn initialize(
@@ -837,6 +851,29 @@ async fn cluster_status_table_marks_the_leader() {
         "{}",
         r.stdout
     );
+    assert!(
+        leader_line.contains("dc-paris") && r.stdout.contains("(not located)"),
+        "{}",
+        r.stdout
+    );
+}
+
+#[tokio::test]
+async fn cluster_locate_sends_the_datacenter_and_shows_a_refusal() {
+    let (ep, _mock) = start().await;
+    let r = run(command(
+        Some(&ep),
+        &["cluster", "locate", "1", "--datacenter", "dc-paris"],
+    ))
+    .await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let r = run(command(
+        Some(&ep),
+        &["cluster", "locate", "1", "--datacenter", "dc-us"],
+    ))
+    .await;
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("project(s) gov"), "{}", r.stderr);
 }
 
 #[tokio::test]

@@ -67,6 +67,11 @@ pub async fn seed(node: Arc<Node>, hosts: u32, guest_dir: Option<PathBuf>) -> an
         status: DatacenterStatus::Active as i32,
         ..Default::default()
     })];
+    // This server runs in the local datacenter: projects must allow it (it holds their metadata).
+    cmds.push(Command::LocateReplica {
+        node_id: node.id,
+        datacenter_id: "dc-local".into(),
+    });
     for i in 1..=hosts {
         cmds.push(Command::RegisterHost(Host {
             meta: meta(&format!("host-local-{i}"), &format!("sim-{i}")),

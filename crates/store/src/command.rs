@@ -141,6 +141,15 @@ pub enum Command {
         id: String,
         size_gib: u64,
     },
+    /// A control-plane server declares the datacenter it runs in.
+    LocateReplica {
+        node_id: u64,
+        datacenter_id: String,
+    },
+    /// A server left the cluster: its location no longer constrains projects.
+    ForgetReplica {
+        node_id: u64,
+    },
 }
 
 impl Command {
@@ -173,6 +182,8 @@ impl Command {
             Command::HostSeen { .. } => "HostSeen",
             Command::DeclareHostLost { .. } => "DeclareHostLost",
             Command::ExtendVolume { .. } => "ExtendVolume",
+            Command::LocateReplica { .. } => "LocateReplica",
+            Command::ForgetReplica { .. } => "ForgetReplica",
         }
     }
 }

@@ -133,6 +133,9 @@ pub async fn write_changes(tx: &mut Transaction<'_, Sqlite>, ch: &Changes) -> Re
                 .await?;
         }
     }
+    if let Some(r) = &ch.replicas {
+        put_meta(tx, "replica_locations", r).await?;
+    }
     put_meta(tx, "revision", &ch.revision.to_string()).await?;
     Ok(())
 }
@@ -177,6 +180,12 @@ pub async fn load(pool: &SqlitePool) -> Result<State, DbError> {
         .await?
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
+    if let Some(r) = get_meta(pool, "replica_locations").await? {
+        s.replicas = serde_json::from_str(&r).map_err(|e| DbError::Decode {
+            table: "meta",
+            source: e,
+        })?;
+    }
     let rows = sqlx::query("SELECT body FROM events ORDER BY revision DESC LIMIT ?")
         .bind(EVENT_RING as i64)
         .fetch_all(pool)

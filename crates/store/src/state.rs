@@ -32,6 +32,10 @@ pub struct State {
     pub volumes: BTreeMap<String, Volume>,
     pub groups: BTreeMap<String, ServerGroup>,
     pub join_tokens: BTreeMap<String, JoinToken>,
+    /// Control-plane servers' declared datacenters: node id → datacenter id. Every server holds
+    /// all the region's metadata, so each one must be where every project allows.
+    pub replicas: BTreeMap<u64, String>,
+    pub replicas_dirty: bool,
     /// `kind/project/name` → id, for unique names and lookups by name.
     pub names: HashMap<String, String>,
     /// `project/request_id` → `kind:id`, so retried creates return the first result.
@@ -58,6 +62,8 @@ pub struct Row {
 #[derive(Debug, Default)]
 pub struct Changes {
     pub rows: Vec<(Kind, String, Option<Row>)>,
+    /// The replica locations as JSON, when they changed.
+    pub replicas: Option<String>,
     pub request_ids: Vec<(String, String)>,
     pub events: Vec<Event>,
     pub revision: u64,
@@ -395,6 +401,7 @@ impl State {
                 if let Some(r) = self.replay("", &p.meta().request_id) {
                     return Ok(r);
                 }
+                self.within_replicas(&p.policy.clone().unwrap_or_default())?;
                 let mut p = p.clone();
                 p.usage = Some(Usage::default());
                 self.insert(p, at).map(Reply::Project)
@@ -409,6 +416,7 @@ impl State {
                 let p: &Project = self.get(id)?;
                 check_generation(p.meta().generation, *expected_generation)?;
                 if let Some(pol) = new_policy {
+                    self.within_replicas(pol)?;
                     let offenders = self.offenders(id, pol);
                     if !offenders.is_empty() {
                         return Err(err(
@@ -517,7 +525,69 @@ impl State {
             }
             Command::DeclareHostLost { id } => self.declare_host_lost(id, at),
             Command::ExtendVolume { id, size_gib } => self.extend_volume(id, *size_gib, at),
+            Command::LocateReplica {
+                node_id,
+                datacenter_id,
+            } => {
+                let dc: &Datacenter = self
+                    .get(datacenter_id)
+                    .map_err(|e| e.field("datacenter"))?;
+                let excluded: Vec<String> = self
+                    .projects
+                    .values()
+                    .filter_map(|p| {
+                        let pol = p.policy.clone().unwrap_or_default();
+                        policy::check(&pol, dc)
+                            .err()
+                            .map(|d| format!("{} ({d})", p.meta().name))
+                    })
+                    .collect();
+                if !excluded.is_empty() {
+                    return Err(err(
+                        Code::FailedPrecondition,
+                        format!(
+                            "server {node_id} cannot hold the region's metadata in datacenter {} ({}): the policy of project(s) {} excludes it",
+                            dc.meta().name,
+                            dc.country,
+                            excluded.join(", ")
+                        ),
+                    )
+                    .field("datacenter"));
+                }
+                self.replicas.insert(*node_id, datacenter_id.clone());
+                self.replicas_dirty = true;
+                Ok(Reply::Done)
+            }
+            Command::ForgetReplica { node_id } => {
+                if self.replicas.remove(node_id).is_some() {
+                    self.replicas_dirty = true;
+                }
+                Ok(Reply::Done)
+            }
         }
+    }
+
+    /// Refuses a project policy that a located control-plane server falls outside of: that
+    /// server holds the project's names, user-data and keys too.
+    fn within_replicas(&self, pol: &andromede_api::v1::SovereigntyPolicy) -> Result<(), CmdError> {
+        for (node, dc_id) in &self.replicas {
+            let Some(dc) = self.datacenters.get(dc_id) else {
+                continue;
+            };
+            if let Err(d) = policy::check(pol, dc) {
+                return Err(err(
+                    Code::FailedPrecondition,
+                    format!(
+                        "the policy ({}) excludes control-plane server {node} in datacenter {} ({}), which holds every project's metadata: {d}",
+                        policy::describe(pol),
+                        dc.meta().name,
+                        dc.country
+                    ),
+                )
+                .field("policy"));
+            }
+        }
+        Ok(())
     }
 
     fn enroll_host(
@@ -1076,8 +1146,11 @@ impl State {
                 (kind, id, row)
             })
             .collect();
+        let replicas = std::mem::take(&mut self.replicas_dirty)
+            .then(|| serde_json::to_string(&self.replicas).unwrap_or_default());
         Changes {
             rows,
+            replicas,
             request_ids: std::mem::take(&mut self.new_request_ids),
             events: std::mem::take(&mut self.new_events),
             revision: self.revision,

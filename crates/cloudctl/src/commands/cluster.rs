@@ -1,7 +1,8 @@
 //! `cloudctl cluster …`: Raft status and membership changes.
 
 use andromede_api::v1::{
-    AddLearnerRequest, ClusterStatusRequest, InitializeRequest, PromoteRequest, RemoveNodeRequest,
+    AddLearnerRequest, ClusterStatusRequest, InitializeRequest, LocateNodeRequest, PromoteRequest,
+    RemoveNodeRequest,
 };
 use anyhow::Result;
 
@@ -15,9 +16,27 @@ pub async fn run(ctx: &Ctx, cmd: ClusterCmd) -> Result<()> {
     let status = match cmd {
         ClusterCmd::Status => ctx.call(c.status(ClusterStatusRequest {})).await?,
         ClusterCmd::Init => ctx.call(c.initialize(InitializeRequest {})).await?,
-        ClusterCmd::AddLearner { node_id, addr } => {
-            ctx.call(c.add_learner(AddLearnerRequest { node_id, addr }))
-                .await?
+        ClusterCmd::AddLearner {
+            node_id,
+            addr,
+            datacenter,
+        } => {
+            ctx.call(c.add_learner(AddLearnerRequest {
+                node_id,
+                addr,
+                datacenter: datacenter.unwrap_or_default(),
+            }))
+            .await?
+        }
+        ClusterCmd::Locate {
+            node_id,
+            datacenter,
+        } => {
+            ctx.call(c.locate_node(LocateNodeRequest {
+                node_id,
+                datacenter,
+            }))
+            .await?
         }
         ClusterCmd::Promote { node_ids } => {
             ctx.call(c.promote(PromoteRequest { node_ids })).await?

@@ -12,6 +12,27 @@ use tonic::{Request, Response, Status};
 type R<T> = Result<Response<T>, Status>;
 
 impl Api {
+    /// Records the datacenter a server runs in, refused when a project's policy excludes it.
+    async fn locate(&self, node_id: u64, datacenter: &str) -> Result<(), ApiError> {
+        if datacenter.is_empty() {
+            return Err(ApiError::invalid("datacenter", "must name a datacenter"));
+        }
+        let dc = self
+            .read(false, |s| {
+                s.find::<Datacenter>("", datacenter)
+                    .and_then(|d| d.meta.as_ref().map(|m| m.id.clone()))
+            })
+            .await?
+            .ok_or_else(|| ApiError::NotFound(format!("datacenter {datacenter:?} not found")))?;
+        self.node
+            .submit(Proposal::Cmd(andromede_store::Command::LocateReplica {
+                node_id,
+                datacenter_id: dc,
+            }))
+            .await?;
+        Ok(())
+    }
+
     fn status(&self) -> ClusterStatus {
         let m = self.node.raft.metrics();
         let m = m.borrow().clone();
@@ -26,9 +47,11 @@ impl Api {
                     .collect()
             })
             .unwrap_or_default();
+        let located = self.node.read(|s| s.replicas.clone());
         let members = mem
             .nodes()
             .map(|(id, n)| ClusterMember {
+                datacenter_id: located.get(id).cloned().unwrap_or_default(),
                 node_id: *id,
                 addr: n.addr.clone(),
                 role: if voters.contains(id) {
@@ -83,6 +106,10 @@ impl ClusterService for Api {
             return Err(ApiError::invalid("node_id", "must be greater than 0").into());
         }
         check_addr(&r.addr)?;
+        if !r.datacenter.is_empty() {
+            // Located (and checked against every project) before it receives any data.
+            self.locate(r.node_id, &r.datacenter).await?;
+        }
         self.node
             .submit(Proposal::AddLearner {
                 node_id: r.node_id,
@@ -120,6 +147,24 @@ impl ClusterService for Api {
         self.node
             .submit(Proposal::RemoveNode { node_id: r.node_id })
             .await?;
+        self.node
+            .submit(Proposal::Cmd(andromede_store::Command::ForgetReplica {
+                node_id: r.node_id,
+            }))
+            .await?;
+        Ok(Response::new(Api::status(self)))
+    }
+
+    async fn locate_node(&self, r: Request<LocateNodeRequest>) -> R<ClusterStatus> {
+        let r = r.into_inner();
+        if !self.node.members().contains_key(&r.node_id) {
+            return Err(ApiError::invalid(
+                "node_id",
+                format!("node {} is not a member of the cluster", r.node_id),
+            )
+            .into());
+        }
+        self.locate(r.node_id, &r.datacenter).await?;
         Ok(Response::new(Api::status(self)))
     }
 

@@ -278,3 +278,58 @@ fn lost_hosts_mark_instances_and_declared_loss_completes_deletes() {
     .unwrap();
     assert_eq!(s.hosts["h1"].state, HostState::Up as i32);
 }
+
+#[test]
+fn control_plane_servers_must_sit_where_every_project_allows() {
+    let mut s = world(None);
+    run(
+        &mut s,
+        Command::CreateDatacenter(Datacenter {
+            meta: meta("us", "", ""),
+            country: "US".into(),
+            status: 1,
+            ..Default::default()
+        }),
+    )
+    .unwrap();
+    // p1 allows FR only: a server in the US would hold its metadata.
+    let e = run(
+        &mut s,
+        Command::LocateReplica {
+            node_id: 2,
+            datacenter_id: "us".into(),
+        },
+    )
+    .unwrap_err();
+    assert_eq!(e.code, CmdErrorCode::FailedPrecondition);
+    assert!(e.message.contains("p1"), "{e}");
+    assert!(s.replicas.is_empty());
+    run(
+        &mut s,
+        Command::LocateReplica {
+            node_id: 1,
+            datacenter_id: "dc1".into(),
+        },
+    )
+    .unwrap();
+    // A new project that excludes server 1's datacenter is refused, naming the server.
+    let e = run(
+        &mut s,
+        Command::CreateProject(Project {
+            meta: meta("p2", "", ""),
+            policy: Some(SovereigntyPolicy {
+                allowed_countries: vec!["DE".into()],
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+    )
+    .unwrap_err();
+    assert_eq!(e.field.as_deref(), Some("policy"));
+    assert!(e.message.contains("control-plane server 1"), "{e}");
+    assert!(!s.projects.contains_key("p2"));
+    let ch = s.take_changes();
+    assert!(ch.replicas.is_some_and(|r| r.contains("dc1")));
+    run(&mut s, Command::ForgetReplica { node_id: 1 }).unwrap();
+    assert!(s.replicas.is_empty());
+}
