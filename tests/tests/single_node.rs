@@ -459,7 +459,8 @@ async fn control_plane_location_binds_every_project_and_survives_restart() {
     let (mut s, mut c) = one_server(root.path()).await;
     c.datacenter("paris", "FR", "FR", "FR", &[]).await;
     c.datacenter("berlin", "DE", "DE", "DE", &[]).await;
-    c.project("bund", policy(&["DE"], &[], &[], false), None).await;
+    c.project("bund", policy(&["DE"], &[], &[], false), None)
+        .await;
     let locate = |c: &mut Clients, dc: &str| {
         let mut cl = c.cluster.clone();
         let dc = dc.to_string();

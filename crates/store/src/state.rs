@@ -529,9 +529,7 @@ impl State {
                 node_id,
                 datacenter_id,
             } => {
-                let dc: &Datacenter = self
-                    .get(datacenter_id)
-                    .map_err(|e| e.field("datacenter"))?;
+                let dc: &Datacenter = self.get(datacenter_id).map_err(|e| e.field("datacenter"))?;
                 let excluded: Vec<String> = self
                     .projects
                     .values()
