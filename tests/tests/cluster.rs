@@ -29,6 +29,7 @@ async fn three_nodes_failover_and_snapshot_catch_up() {
             .add_learner(AddLearnerRequest {
                 node_id: s.id,
                 addr: s.addr(),
+                datacenter: String::new(),
             })
             .await
             .unwrap();

@@ -156,6 +156,7 @@ impl Cluster {
                 let req = AddLearnerRequest {
                     node_id: s.node_id,
                     addr: s.addr.clone(),
+                    datacenter: String::new(),
                 };
                 retry(&format!("adding node {} as learner", s.node_id), || {
                     let mut c = first.cluster();
