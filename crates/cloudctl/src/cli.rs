@@ -114,11 +114,26 @@ pub enum Command {
     /// Raft cluster status and membership
     #[command(subcommand)]
     Cluster(ClusterCmd),
+    /// Compliance of a project's resources and metadata with its sovereignty policy
+    #[command(subcommand)]
+    Compliance(ComplianceCmd),
     /// Print a shell completion script (e.g. `cloudctl completions bash > /etc/bash_completion.d/cloudctl`)
     Completions {
         /// Shell to generate the script for
         #[arg(value_enum)]
         shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ComplianceCmd {
+    /// Every instance and volume of a project and every control-plane server holding its
+    /// metadata, with datacenter, country, operator and the policy's verdict today. Exits 1 when
+    /// anything violates the policy (an unlocated server counts: its location cannot be shown).
+    Report {
+        /// Project (id or name)
+        #[arg(long, short = 'p', value_name = "PROJECT")]
+        project: String,
     },
 }
 

@@ -343,7 +343,9 @@ impl State {
                 if let Some(s) = status {
                     dc.status = *s as i32;
                 }
-                Ok(Reply::Datacenter(self.updated(id, at)))
+                let reply = self.updated(id, at);
+                self.recheck_compliance(at, |dc, _| dc == id);
+                Ok(Reply::Datacenter(reply))
             }
             Command::DeleteDatacenter { id } => {
                 let n = self
@@ -440,7 +442,11 @@ impl State {
                 if let Some(d) = description {
                     p.description = d.clone();
                 }
-                Ok(Reply::Project(self.updated(id, at)))
+                let reply = self.updated(id, at);
+                if new_policy.is_some() {
+                    self.recheck_compliance(at, |_, project| project == id);
+                }
+                Ok(Reply::Project(reply))
             }
             Command::DeleteProject { id } => {
                 let owned = |m: &andromede_api::v1::Meta| m.project_id == *id;
@@ -561,6 +567,54 @@ impl State {
                     self.replicas_dirty = true;
                 }
                 Ok(Reply::Done)
+            }
+        }
+    }
+
+    /// Flags (or clears) every instance and volume matching `which(datacenter, project)` whose
+    /// project's policy no longer allows its datacenter, after a datacenter or a policy changed.
+    /// Flagged resources stay where they are: nothing is moved silently.
+    fn recheck_compliance(&mut self, at: i64, which: impl Fn(&str, &str) -> bool) {
+        let verdict = |s: &Self, dc_id: &str, project_id: &str| -> String {
+            let Some(dc) = s.datacenters.get(dc_id) else {
+                return String::new();
+            };
+            let pol = s
+                .projects
+                .get(project_id)
+                .and_then(|p| p.policy.clone())
+                .unwrap_or_default();
+            policy::check(&pol, dc)
+                .err()
+                .map(|d| format!("datacenter {} is no longer allowed: {d}", dc.meta().name))
+                .unwrap_or_default()
+        };
+        let changed_i: Vec<(String, String)> = self
+            .instances
+            .iter()
+            .filter(|(_, i)| which(&i.datacenter_id, &i.meta().project_id))
+            .map(|(id, i)| (id, i, verdict(self, &i.datacenter_id, &i.meta().project_id)))
+            .filter(|(_, i, v)| *v != i.non_compliant_reason)
+            .map(|(id, _, v)| (id.clone(), v))
+            .collect();
+        let changed_v: Vec<(String, String)> = self
+            .volumes
+            .iter()
+            .filter(|(_, x)| which(&x.datacenter_id, &x.meta().project_id))
+            .map(|(id, x)| (id, x, verdict(self, &x.datacenter_id, &x.meta().project_id)))
+            .filter(|(_, x, v)| *v != x.non_compliant_reason)
+            .map(|(id, _, v)| (id.clone(), v))
+            .collect();
+        for (id, v) in changed_i {
+            if let Some(i) = self.instances.get_mut(&id) {
+                i.non_compliant_reason = v;
+                self.updated::<Instance>(&id, at);
+            }
+        }
+        for (id, v) in changed_v {
+            if let Some(x) = self.volumes.get_mut(&id) {
+                x.non_compliant_reason = v;
+                self.updated::<Volume>(&id, at);
             }
         }
     }

@@ -2,6 +2,7 @@
 //! lookups for tables, delete confirmations).
 
 mod cluster;
+mod compliance;
 mod datacenter;
 mod events;
 mod flavor;
@@ -45,6 +46,7 @@ pub async fn run(ctx: &Ctx, command: Command) -> Result<()> {
         Command::Placement(c) => placement::run(ctx, c).await,
         Command::Events(c) => events::run(ctx, c).await,
         Command::Cluster(c) => cluster::run(ctx, c).await,
+        Command::Compliance(c) => compliance::run(ctx, c).await,
         // Handled before connecting, since it needs no server.
         Command::Completions { .. } => Ok(()),
     }

@@ -1,6 +1,7 @@
 //! IdentityService: projects with their sovereignty policies and quotas.
 
 use super::{check, deleted, find, meta, stale, upper, Api};
+use crate::error::ApiError;
 use crate::node::Proposal;
 use crate::reply;
 use andromede_api::v1::identity_service_server::IdentityService;
@@ -98,4 +99,107 @@ impl IdentityService for Api {
                 .await?,
         )
     }
+
+    async fn get_compliance_report(
+        &self,
+        r: Request<ComplianceReportRequest>,
+    ) -> R<ComplianceReport> {
+        let r = r.into_inner();
+        let members = self.node.members();
+        let applied = self
+            .node
+            .raft
+            .metrics()
+            .borrow()
+            .last_applied
+            .map_or(0, |l| l.index);
+        let report = self
+            .read(stale(&r.read), |s| {
+                let pid = super::project_id(s, "project", &r.project)?;
+                let project = s
+                    .projects
+                    .get(&pid)
+                    .cloned()
+                    .ok_or_else(|| ApiError::NotFound(format!("project {:?} not found", r.project)))?;
+                Ok::<_, ApiError>(compliance(s, &project, &members))
+            })
+            .await??;
+        Ok(Response::new(ComplianceReport {
+            generated_at_ms: crate::node::now_ms(),
+            applied_index: applied,
+            ..report
+        }))
+    }
 }
+
+/// One row of a compliance report: a resource (or a server) in a datacenter, judged now.
+fn row(
+    s: &andromede_store::State,
+    pol: &SovereigntyPolicy,
+    kind: &str,
+    id: &str,
+    name: &str,
+    dc_id: &str,
+) -> ComplianceRow {
+    let mut row = ComplianceRow {
+        kind: kind.into(),
+        id: id.into(),
+        name: name.into(),
+        datacenter_id: dc_id.into(),
+        ..Default::default()
+    };
+    let Some(dc) = s.datacenters.get(dc_id) else {
+        row.reason = if dc_id.is_empty() {
+            "location not declared (cloudctl cluster locate): where it keeps data cannot be shown".into()
+        } else {
+            format!("datacenter {dc_id} is unknown")
+        };
+        return row;
+    };
+    let op = dc.operator.clone().unwrap_or_default();
+    row.datacenter_name = dc.meta().name.clone();
+    row.country = dc.country.clone();
+    row.operator = format!("{} ({}, parent {})", op.name, op.country, op.parent_country);
+    match andromede_model::policy::check(pol, dc) {
+        Ok(()) => row.compliant = true,
+        Err(d) => row.reason = d.to_string(),
+    }
+    row
+}
+
+/// Every instance and volume of `project`, and every server holding its metadata.
+fn compliance(
+    s: &andromede_store::State,
+    project: &Project,
+    members: &std::collections::BTreeMap<u64, String>,
+) -> ComplianceReport {
+    let pid = project.meta().id.clone();
+    let pol = project.policy.clone().unwrap_or_default();
+    let mut rows = Vec::new();
+    for i in s.instances.values().filter(|i| i.meta().project_id == pid) {
+        rows.push(row(s, &pol, "instance", &i.meta().id, &i.meta().name, &i.datacenter_id));
+    }
+    for v in s.volumes.values().filter(|v| v.meta().project_id == pid) {
+        rows.push(row(s, &pol, "volume", &v.meta().id, &v.meta().name, &v.datacenter_id));
+    }
+    for (node, addr) in members {
+        let dc = s.replicas.get(node).cloned().unwrap_or_default();
+        rows.push(row(
+            s,
+            &pol,
+            "control-plane server",
+            &node.to_string(),
+            addr,
+            &dc,
+        ));
+    }
+    ComplianceReport {
+        project_id: pid,
+        project_name: project.meta().name.clone(),
+        policy: andromede_model::policy::describe(&pol),
+        compliant: rows.iter().all(|r| r.compliant),
+        rows,
+        ..Default::default()
+    }
+}
+
