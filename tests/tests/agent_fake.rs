@@ -108,6 +108,8 @@ async fn enrolled_agent_runs_instances_and_recovers_from_loss() {
                 }),
                 ..Default::default()
             }),
+            // Another machine, another credential: the used token is refused.
+            credential: "x".repeat(64),
         })
         .await
         .unwrap_err();

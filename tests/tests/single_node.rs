@@ -535,7 +535,8 @@ async fn compliance_report_and_flags_follow_a_datacenter_change() {
     c.datacenter("paris", "FR", "FR", "FR", &[]).await;
     c.host("h1", "paris", 8, 4.0).await;
     c.flavor_and_image().await;
-    c.project("gov", policy(&["FR"], &[], &[], true), None).await;
+    c.project("gov", policy(&["FR"], &[], &[], true), None)
+        .await;
     let inst = c.instance("web", "gov", none()).await.unwrap();
     let id = inst.meta.unwrap().id;
     let ep = s.endpoint();

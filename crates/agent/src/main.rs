@@ -144,15 +144,18 @@ async fn main() -> anyhow::Result<()> {
                 .await?
                 .context("reading the host inventory")?;
             let name = a.hostname.clone().unwrap_or_else(hostname);
+            let credential = identity::pending_credential(&a.state_dir)?;
             let id = session::enroll(
                 &pool,
                 &a.servers,
                 token,
                 &name,
+                &credential,
                 session::inventory(inv, hv.driver()),
             )
             .await?;
             identity::save(&a.state_dir, &id)?;
+            identity::enrolled(&a.state_dir);
             tracing::info!(host = %id.host_id, name = %id.host_name, datacenter = %id.datacenter_id, "enrolled");
             id
         }

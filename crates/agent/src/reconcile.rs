@@ -493,10 +493,11 @@ impl Reconciler {
                         }
                         Err(Stop::Fail(why)) => {
                             tracing::warn!(volume = %id, %why, "volume operation failed");
-                            // A failed attach or detach returns to where it came from.
+                            // A failed attach or detach returns to where it came from; an attached
+                            // volume stays IN_USE (ERROR would free it for a second guest).
                             let back = match cur {
                                 VS::Attaching => VS::Available,
-                                VS::Detaching => VS::InUse,
+                                VS::Detaching | VS::InUse => VS::InUse,
                                 _ => VS::Error,
                             };
                             self.report_volume(&id, cur, back, why);
@@ -547,8 +548,11 @@ impl Reconciler {
                 Ok(VS::InUse)
             }
             VS::Detaching => {
-                self.call_id(id, move |hv, id| hv.detach_volume(&vm, id))
-                    .await?;
+                // A guest that does not exist here has nothing attached.
+                if self.call_id(&vm, |hv, vm| hv.status(vm)).await?.is_some() {
+                    self.call_id(id, move |hv, id| hv.detach_volume(&vm, id))
+                        .await?;
+                }
                 Ok(VS::Available)
             }
             _ => Ok(VS::Available),

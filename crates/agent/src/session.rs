@@ -95,6 +95,7 @@ pub async fn enroll(
     servers: &[String],
     join_token: &str,
     hostname: &str,
+    credential: &str,
     inv: HostInventory,
 ) -> Result<Identity, SessionError> {
     let mut last = SessionError::Refused("no server given".into());
@@ -104,6 +105,7 @@ pub async fn enroll(
             join_token: join_token.to_string(),
             hostname: hostname.to_string(),
             inventory: Some(inv.clone()),
+            credential: credential.to_string(),
         };
         match c.enroll(req).await {
             Ok(r) => {

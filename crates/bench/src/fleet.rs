@@ -55,8 +55,8 @@ pub async fn start(
                 .await?
                 .token;
                 let inv = session::inventory(inventory, "fake");
-                let id =
-                    session::enroll(&pool, &servers, &token, &format!("fake-{i:05}"), inv).await?;
+                let id = session::enroll(&pool, &servers, &token, &format!("fake-{i:05}"), "", inv)
+                    .await?;
                 anyhow::Ok(id)
             }
         })

@@ -348,6 +348,17 @@ impl State {
                 Ok(Reply::Datacenter(reply))
             }
             Command::DeleteDatacenter { id } => {
+                if let Some(node) = self
+                    .replicas
+                    .iter()
+                    .find(|(_, dc)| *dc == id)
+                    .map(|(n, _)| n)
+                {
+                    return Err(err(
+                        Code::FailedPrecondition,
+                        format!("control-plane server {node} runs in this datacenter; locate it elsewhere or remove it from the cluster first"),
+                    ));
+                }
                 let n = self
                     .hosts
                     .values()
@@ -623,8 +634,13 @@ impl State {
     /// server holds the project's names, user-data and keys too.
     fn within_replicas(&self, pol: &andromede_api::v1::SovereigntyPolicy) -> Result<(), CmdError> {
         for (node, dc_id) in &self.replicas {
+            // Fail closed: a location that cannot be checked is not allowed.
             let Some(dc) = self.datacenters.get(dc_id) else {
-                continue;
+                return Err(err(
+                    Code::FailedPrecondition,
+                    format!("control-plane server {node} is located in unknown datacenter {dc_id}"),
+                )
+                .field("policy"));
             };
             if let Err(d) = policy::check(pol, dc) {
                 return Err(err(
@@ -655,6 +671,12 @@ impl State {
         };
         if t.secret_sha256 != secret_sha256 {
             return Err(denied("join token not recognised"));
+        }
+        // The same agent retrying (same credential) after a lost answer gets its host back.
+        if let Some(h) = self.hosts.get(&t.used_by_host) {
+            if !host.credential_sha256.is_empty() && h.credential_sha256 == host.credential_sha256 {
+                return Ok(Reply::Host(h.clone()));
+            }
         }
         if !t.used_by_host.is_empty() {
             return Err(denied("join token already used (tokens are single-use)"));

@@ -12,10 +12,13 @@ pub async fn run(ctx: &Ctx, cmd: ComplianceCmd) -> Result<()> {
     match cmd {
         ComplianceCmd::Report { project } => {
             let report = ctx
-                .call(ctx.identity().get_compliance_report(ComplianceReportRequest {
-                    project,
-                    read: ctx.read(),
-                }))
+                .call(
+                    ctx.identity()
+                        .get_compliance_report(ComplianceReportRequest {
+                            project,
+                            read: ctx.read(),
+                        }),
+                )
                 .await?;
             let value = to_named_value(&report, Kind::Plain)?;
             print_value(ctx.output, &value, || {
@@ -66,7 +69,14 @@ pub async fn run(ctx: &Ctx, cmd: ComplianceCmd) -> Result<()> {
                     })
                     .collect();
                 let table = list_table(
-                    &["KIND", "NAME", "DATACENTER", "COUNTRY", "OPERATOR", "VERDICT"],
+                    &[
+                        "KIND",
+                        "NAME",
+                        "DATACENTER",
+                        "COUNTRY",
+                        "OPERATOR",
+                        "VERDICT",
+                    ],
                     &rows,
                 );
                 format!("{summary}\n\n{table}")

@@ -49,7 +49,8 @@ pub struct Agents {
     /// Set when the server shuts down: streams end so the listener can drain.
     closing: tokio::sync::watch::Sender<bool>,
     seen: Mutex<HashMap<String, Instant>>,
-    pending: Mutex<HashMap<u64, oneshot::Sender<ConsoleLogReply>>>,
+    /// Console-log requests in flight: id → (the host asked, where the answer goes).
+    pending: Mutex<HashMap<u64, (String, oneshot::Sender<ConsoleLogReply>)>>,
     next: AtomicU64,
     /// A host not heard from for this long goes down.
     pub ttl: Duration,
@@ -100,6 +101,13 @@ impl Agents {
         if !instances.is_empty() || !volumes.is_empty() {
             let _ = self.observed.send((instances, volumes));
         }
+    }
+
+    /// Heard from within the TTL.
+    pub fn fresh(&self, host: &str) -> bool {
+        lock(&self.seen)
+            .get(host)
+            .is_some_and(|t| t.elapsed() <= self.ttl)
     }
 
     pub fn touch(&self, host: &str) {
@@ -153,9 +161,17 @@ impl Agents {
         lock(&self.conns).len()
     }
 
-    pub fn resolve_console(&self, reply: ConsoleLogReply) {
-        if let Some(tx) = lock(&self.pending).remove(&reply.request_id) {
-            let _ = tx.send(reply);
+    /// Hands a console log to its caller, only from the host it was asked of: another host's
+    /// agent cannot answer for a guest it does not run.
+    pub fn resolve_console(&self, host: &str, reply: ConsoleLogReply) {
+        let mut pending = lock(&self.pending);
+        if pending
+            .get(&reply.request_id)
+            .is_some_and(|(h, _)| h == host)
+        {
+            if let Some((_, tx)) = pending.remove(&reply.request_id) {
+                let _ = tx.send(reply);
+            }
         }
     }
 
@@ -174,7 +190,7 @@ impl Agents {
             })?;
         let request_id = self.next.fetch_add(1, Ordering::Relaxed);
         let (done, wait) = oneshot::channel();
-        lock(&self.pending).insert(request_id, done);
+        lock(&self.pending).insert(request_id, (host.to_string(), done));
         let msg = ControlMessage {
             msg: Some(control_message::Msg::ConsoleLog(ConsoleLogRequest {
                 request_id,
@@ -182,7 +198,7 @@ impl Agents {
                 max_bytes,
             })),
         };
-        if tx.send(Ok(msg)).await.is_err() {
+        if tx.try_send(Ok(msg)).is_err() {
             lock(&self.pending).remove(&request_id);
             return Err(ApiError::Unavailable(format!(
                 "the agent of host {host} disconnected"

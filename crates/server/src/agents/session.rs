@@ -97,6 +97,8 @@ fn not_leader(node: &Node) -> Status {
 impl AgentApi {
     /// Checks the hello's credential and records what the agent reports of its host.
     async fn hello(&self, h: &AgentHello) -> Result<Host, Status> {
+        // A leader fresh from an election may not have applied the host's enrollment yet.
+        self.node.read_barrier(false).await?;
         let host = self
             .node
             .read(|s| s.hosts.get(&h.host_id).cloned())
@@ -189,7 +191,7 @@ impl AgentApi {
                         self.agents.touch(&host);
                         match m.msg {
                             Some(agent_message::Msg::Reports(r)) => self.reports(&host, r),
-                            Some(agent_message::Msg::ConsoleLog(c)) => self.agents.resolve_console(c),
+                            Some(agent_message::Msg::ConsoleLog(c)) => self.agents.resolve_console(&host, c),
                             Some(agent_message::Msg::Heartbeat(_)) | None => {}
                             Some(agent_message::Msg::Hello(_)) => {
                                 break Some(Status::invalid_argument("hello sent twice on one stream"));
@@ -213,7 +215,15 @@ impl AgentApi {
                     }
                     let msg = self.node.read(|s| changes_for(s, &host, &batch));
                     if let Some(d) = msg {
-                        if tx.send(Ok(desired(d))).await.is_err() { break None; }
+                        // Never wait on a slow agent: that would stop reading its heartbeats.
+                        // It reconnects and gets the full state instead.
+                        match tx.try_send(Ok(desired(d))) {
+                            Ok(()) => {}
+                            Err(mpsc::error::TrySendError::Full(_)) => {
+                                break Some(Status::resource_exhausted("agent fell behind its desired-state stream; reconnect for a full state"));
+                            }
+                            Err(mpsc::error::TrySendError::Closed(_)) => break None,
+                        }
                     }
                 }
                 _ = closing.changed() => {
@@ -225,6 +235,15 @@ impl AgentApi {
                     }
                     if !self.agents.current(&host, session) {
                         break Some(Status::aborted("a newer stream from the same host replaced this one"));
+                    }
+                    // Marked down while this stream was alive (a stall past the TTL, or a race
+                    // with the hello): it is plainly up, so say so.
+                    let down = self.node.read(|s| s.hosts.get(&host).map(|h| (h.state == HostState::Down as i32, h.driver.clone(), h.agent_version.clone())));
+                    if let (Some((true, driver, agent_version)), true) = (down, self.agents.fresh(&host)) {
+                        let cmd = Command::HostSeen { id: host.clone(), capacity: None, driver, agent_version };
+                        if let Err(e) = self.node.submit_local(Proposal::Cmd(cmd)).await {
+                            tracing::warn!(%host, error = %e, "could not mark the host up again");
+                        }
                     }
                 }
             }
@@ -302,8 +321,15 @@ impl AgentService for AgentApi {
         );
         v.text("inventory.driver", &inv.driver, 64);
         v.text("inventory.agent_version", &inv.agent_version, 64);
+        if !r.credential.is_empty() && !(32..=256).contains(&r.credential.len()) {
+            v.add("credential", "must be 32 to 256 characters (or empty)");
+        }
         crate::api::check(v)?;
-        let credential = secret();
+        let credential = if r.credential.is_empty() {
+            secret()
+        } else {
+            r.credential.clone()
+        };
         let host = Host {
             meta: crate::api::meta(&r.hostname, "", ""),
             state: HostState::Up as i32,

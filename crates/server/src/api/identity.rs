@@ -116,11 +116,9 @@ impl IdentityService for Api {
         let report = self
             .read(stale(&r.read), |s| {
                 let pid = super::project_id(s, "project", &r.project)?;
-                let project = s
-                    .projects
-                    .get(&pid)
-                    .cloned()
-                    .ok_or_else(|| ApiError::NotFound(format!("project {:?} not found", r.project)))?;
+                let project = s.projects.get(&pid).cloned().ok_or_else(|| {
+                    ApiError::NotFound(format!("project {:?} not found", r.project))
+                })?;
                 Ok::<_, ApiError>(compliance(s, &project, &members))
             })
             .await??;
@@ -150,7 +148,8 @@ fn row(
     };
     let Some(dc) = s.datacenters.get(dc_id) else {
         row.reason = if dc_id.is_empty() {
-            "location not declared (cloudctl cluster locate): where it keeps data cannot be shown".into()
+            "location not declared (cloudctl cluster locate): where it keeps data cannot be shown"
+                .into()
         } else {
             format!("datacenter {dc_id} is unknown")
         };
@@ -177,10 +176,24 @@ fn compliance(
     let pol = project.policy.clone().unwrap_or_default();
     let mut rows = Vec::new();
     for i in s.instances.values().filter(|i| i.meta().project_id == pid) {
-        rows.push(row(s, &pol, "instance", &i.meta().id, &i.meta().name, &i.datacenter_id));
+        rows.push(row(
+            s,
+            &pol,
+            "instance",
+            &i.meta().id,
+            &i.meta().name,
+            &i.datacenter_id,
+        ));
     }
     for v in s.volumes.values().filter(|v| v.meta().project_id == pid) {
-        rows.push(row(s, &pol, "volume", &v.meta().id, &v.meta().name, &v.datacenter_id));
+        rows.push(row(
+            s,
+            &pol,
+            "volume",
+            &v.meta().id,
+            &v.meta().name,
+            &v.datacenter_id,
+        ));
     }
     for (node, addr) in members {
         let dc = s.replicas.get(node).cloned().unwrap_or_default();
@@ -202,4 +215,3 @@ fn compliance(
         ..Default::default()
     }
 }
-

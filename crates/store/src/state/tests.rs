@@ -202,7 +202,7 @@ fn enroll(
             secret_sha256: secret.into(),
             host: Host {
                 meta: meta(host, "", ""),
-                credential_sha256: "cred".into(),
+                credential_sha256: format!("cred-{host}"),
                 capacity: Some(Resources {
                     vcpus: 4,
                     memory_mib: 4096,
@@ -229,6 +229,13 @@ fn join_tokens_are_single_use_secret_and_expiring() {
     assert_eq!(h.datacenter_id, "dc1");
     assert!(!h.simulated);
     assert_eq!(s.join_tokens["t1"].used_by_host, "a");
+    // The same agent retrying after a lost answer (same credential) gets its host back, even
+    // once the token has expired; nothing new is created.
+    let Reply::Host(again) = enroll(&mut s, "t1", "hash", "a", 5000).unwrap() else {
+        panic!()
+    };
+    assert_eq!(again.meta().id, "a");
+    assert_eq!(s.hosts.len(), 2);
     let e = enroll(&mut s, "t1", "hash", "b", 10).unwrap_err();
     assert!(e.message.contains("already used"), "{e}");
     assert!(!s.hosts.contains_key("b"));
