@@ -54,7 +54,16 @@ pub struct Reconciler {
     prepared: Mutex<BTreeSet<String>>,
     instances: Mutex<HashMap<String, Slot<Instance>>>,
     volumes: Mutex<HashMap<String, Slot<Volume>>>,
+    /// The last report sent per resource, so an unchanged observation is repeated once a minute
+    /// at most (instead of on every pass) while the control plane has not taken it in yet.
+    reported: Mutex<HashMap<String, Reported>>,
 }
+
+/// The last report about one resource: (its generation then, the state reported) and when.
+type Reported = ((u64, i32), Instant);
+
+/// How soon an identical report is sent again.
+const REPORT_REPEAT: Duration = Duration::from_secs(60);
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -153,6 +162,7 @@ impl Reconciler {
             prepared: Mutex::new(BTreeSet::new()),
             instances: Mutex::new(HashMap::new()),
             volumes: Mutex::new(HashMap::new()),
+            reported: Mutex::new(HashMap::new()),
         });
         (r, rx)
     }
@@ -277,8 +287,27 @@ impl Reconciler {
         tokio::spawn(self.clone().volume_actor(id, rx));
     }
 
-    fn report_instance(&self, id: &str, current: IS, observed: IS, reason: String) {
-        if current != observed {
+    /// Forgets what was reported: after a (re)connect everything is said again at once.
+    pub fn resend_all(&self) {
+        lock(&self.reported).clear();
+    }
+
+    /// Whether a report is due: `what` is (the resource's generation, the observed state), so
+    /// an observation answering any newer change (a second reboot, say) is always sent.
+    fn due(&self, key: String, what: (u64, i32)) -> bool {
+        let mut m = lock(&self.reported);
+        match m.get(&key) {
+            Some((w, at)) if *w == what && at.elapsed() < REPORT_REPEAT => false,
+            _ => {
+                m.insert(key, (what, Instant::now()));
+                true
+            }
+        }
+    }
+
+    fn report_instance(&self, id: &str, inst: &Instance, observed: IS, reason: String) {
+        let generation = inst.meta.as_ref().map_or(0, |m| m.generation);
+        if state(inst) != observed && self.due(format!("i/{id}"), (generation, observed as i32)) {
             let _ = self.reports.send(Report::Instance(InstanceReport {
                 id: id.to_string(),
                 state: observed as i32,
@@ -287,8 +316,9 @@ impl Reconciler {
         }
     }
 
-    fn report_volume(&self, id: &str, current: VS, observed: VS, reason: String) {
-        if current != observed {
+    fn report_volume(&self, id: &str, v: &Volume, observed: VS, reason: String) {
+        let generation = v.meta.as_ref().map_or(0, |m| m.generation);
+        if vstate(v) != observed && self.due(format!("v/{id}"), (generation, observed as i32)) {
             let _ = self.reports.send(Report::Volume(VolumeReport {
                 id: id.to_string(),
                 state: observed as i32,
@@ -319,32 +349,29 @@ impl Reconciler {
                         self.timing.retry
                     }
                 },
-                Some(inst) => {
-                    let cur = state(&inst);
-                    match self.converge_instance(&id, &inst, &mut rebooted).await {
-                        Ok(observed) => {
-                            let reason = if observed == IS::Running && !announced_running {
-                                announced_running = true;
-                                let ms = dispatched.elapsed().as_millis();
-                                tracing::info!(instance = %id, hypervisor_ms = %ms, "guest running");
-                                format!("host: running {ms} ms after the agent received it")
-                            } else {
-                                String::new()
-                            };
-                            self.report_instance(&id, cur, observed, reason);
-                            self.timing.resync
-                        }
-                        Err(Stop::Retry(why)) => {
-                            tracing::debug!(instance = %id, %why, "will retry");
-                            self.timing.retry
-                        }
-                        Err(Stop::Fail(why)) => {
-                            tracing::warn!(instance = %id, %why, "instance failed");
-                            self.report_instance(&id, cur, IS::Error, why);
-                            self.timing.resync
-                        }
+                Some(inst) => match self.converge_instance(&id, &inst, &mut rebooted).await {
+                    Ok(observed) => {
+                        let reason = if observed == IS::Running && !announced_running {
+                            announced_running = true;
+                            let ms = dispatched.elapsed().as_millis();
+                            tracing::info!(instance = %id, hypervisor_ms = %ms, "guest running");
+                            format!("host: running {ms} ms after the agent received it")
+                        } else {
+                            String::new()
+                        };
+                        self.report_instance(&id, &inst, observed, reason);
+                        self.timing.resync
                     }
-                }
+                    Err(Stop::Retry(why)) => {
+                        tracing::debug!(instance = %id, %why, "will retry");
+                        self.timing.retry
+                    }
+                    Err(Stop::Fail(why)) => {
+                        tracing::warn!(instance = %id, %why, "instance failed");
+                        self.report_instance(&id, &inst, IS::Error, why);
+                        self.timing.resync
+                    }
+                },
             };
             tokio::select! {
                 r = rx.changed() => if r.is_err() { return },
@@ -484,7 +511,7 @@ impl Reconciler {
                     let cur = vstate(&v);
                     match self.converge_volume(&id, &v).await {
                         Ok(observed) => {
-                            self.report_volume(&id, cur, observed, String::new());
+                            self.report_volume(&id, &v, observed, String::new());
                             self.timing.resync
                         }
                         Err(Stop::Retry(why)) => {
@@ -500,7 +527,7 @@ impl Reconciler {
                                 VS::Detaching | VS::InUse => VS::InUse,
                                 _ => VS::Error,
                             };
-                            self.report_volume(&id, cur, back, why);
+                            self.report_volume(&id, &v, back, why);
                             self.timing.resync
                         }
                     }

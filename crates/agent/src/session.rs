@@ -223,6 +223,7 @@ async fn one_session(
         Err(st) => return ended(st),
     };
     tracing::info!(server = %addr, host = %id.host_id, "connected to the control plane");
+    rec.resend_all();
     let mut beat = tokio::time::interval(link.heartbeat);
     loop {
         tokio::select! {

@@ -177,7 +177,32 @@ impl LibvirtDriver {
         fs::create_dir_all(&driver.cfg.console_dir)
             .map_err(|e| io_err(driver.cfg.console_dir.display(), e))?;
         driver.ensure_pool()?;
+        driver.sweep_leftovers();
         Ok(driver)
+    }
+
+    /// Removes what a crash left half-written in the pool (downloads and disks are built under
+    /// temporary names and renamed when complete). Runs before any operation starts.
+    fn sweep_leftovers(&self) {
+        let Ok(entries) = fs::read_dir(&self.cfg.pool_dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let ours = name.starts_with(".image-")
+                || name.starts_with("inst-")
+                || name.starts_with("vol-");
+            if ours && (name.ends_with(".part") || name.ends_with(".tmp")) {
+                match fs::remove_file(e.path()) {
+                    Ok(()) => {
+                        tracing::info!(file = %name, "removed a leftover of an interrupted operation")
+                    }
+                    Err(err) => {
+                        tracing::warn!(file = %name, error = %err, "cannot remove a leftover")
+                    }
+                }
+            }
+        }
     }
 
     /// `kvm` or `qemu`: the domain type new guests get.
