@@ -69,6 +69,23 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// Hands `desired` to the resource's running actor; when there is none, makes its slot and
+/// returns the receiver a new actor must be started with.
+fn deliver<T>(
+    slots: &Mutex<HashMap<String, Slot<T>>>,
+    id: String,
+    desired: Option<T>,
+) -> Option<(String, watch::Receiver<Option<T>>)> {
+    let mut m = lock(slots);
+    if let Some(tx) = m.get(&id).filter(|tx| !tx.is_closed()) {
+        tx.send_replace(desired);
+        return None;
+    }
+    let (tx, rx) = watch::channel(desired);
+    m.insert(id.clone(), tx);
+    Some((id, rx))
+}
+
 /// Drops an actor's slot once the actor has ended (its receiver is gone), unless a newer actor
 /// took the id meanwhile.
 fn forget<T>(slots: &Mutex<HashMap<String, Slot<T>>>, id: &str) {
@@ -262,29 +279,15 @@ impl Reconciler {
     }
 
     fn push_instance(self: &Arc<Self>, id: String, desired: Option<Instance>) {
-        let mut m = lock(&self.instances);
-        if let Some(tx) = m.get(&id) {
-            if !tx.is_closed() {
-                tx.send_replace(desired);
-                return;
-            }
+        if let Some((id, rx)) = deliver(&self.instances, id, desired) {
+            tokio::spawn(self.clone().instance_actor(id, rx));
         }
-        let (tx, rx) = watch::channel(desired);
-        m.insert(id.clone(), tx);
-        tokio::spawn(self.clone().instance_actor(id, rx));
     }
 
     fn push_volume(self: &Arc<Self>, id: String, desired: Option<Volume>) {
-        let mut m = lock(&self.volumes);
-        if let Some(tx) = m.get(&id) {
-            if !tx.is_closed() {
-                tx.send_replace(desired);
-                return;
-            }
+        if let Some((id, rx)) = deliver(&self.volumes, id, desired) {
+            tokio::spawn(self.clone().volume_actor(id, rx));
         }
-        let (tx, rx) = watch::channel(desired);
-        m.insert(id.clone(), tx);
-        tokio::spawn(self.clone().volume_actor(id, rx));
     }
 
     /// Forgets what was reported: after a (re)connect everything is said again at once.

@@ -50,7 +50,7 @@ pub trait Resource: Serialize {
     fn details(&self, names: &Names) -> Vec<(&'static str, String)>;
 }
 
-fn dash(s: &str) -> String {
+pub fn dash(s: &str) -> String {
     if s.is_empty() {
         "-".to_owned()
     } else {

@@ -181,19 +181,11 @@ pub async fn local_agent(
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        let id = uuid::Uuid::new_v4().to_string();
-        let secret = crate::agents::session::secret();
-        let token = JoinToken {
-            meta: meta(&id, &id),
-            datacenter_id: "dc-local".into(),
-            expires_at_ms: crate::node::now_ms() + 600_000,
-            secret_sha256: crate::agents::session::sha256_hex(&secret),
-            used_by_host: String::new(),
-        };
+        let (token, presented) = crate::agents::session::new_join_token("dc-local", 600);
         node.submit(Proposal::Cmd(Command::CreateJoinToken(token)))
             .await
             .map_err(|e| anyhow::anyhow!("creating the local agent's join token: {e}"))?;
-        cmd.env("ANDROMEDE_JOIN_TOKEN", format!("{id}.{secret}"));
+        cmd.env("ANDROMEDE_JOIN_TOKEN", presented);
     }
     let mut child = cmd
         .spawn()

@@ -7,6 +7,7 @@ use anyhow::{bail, Result};
 use crate::cli::ComplianceCmd;
 use crate::client::Ctx;
 use crate::output::{details_table, list_table, print_value, to_named_value, Kind};
+use crate::views::dash;
 
 pub async fn run(ctx: &Ctx, cmd: ComplianceCmd) -> Result<()> {
     match cmd {
@@ -45,21 +46,9 @@ pub async fn run(ctx: &Ctx, cmd: ComplianceCmd) -> Result<()> {
                         vec![
                             r.kind.clone(),
                             r.name.clone(),
-                            if r.datacenter_name.is_empty() {
-                                "-".to_owned()
-                            } else {
-                                r.datacenter_name.clone()
-                            },
-                            if r.country.is_empty() {
-                                "-".to_owned()
-                            } else {
-                                r.country.clone()
-                            },
-                            if r.operator.is_empty() {
-                                "-".to_owned()
-                            } else {
-                                r.operator.clone()
-                            },
+                            dash(&r.datacenter_name),
+                            dash(&r.country),
+                            dash(&r.operator),
                             if r.compliant {
                                 "ok".to_owned()
                             } else {

@@ -54,8 +54,6 @@ pub struct Agents {
     next: AtomicU64,
     /// A host not heard from for this long goes down.
     pub ttl: Duration,
-    /// How often agents send heartbeats (told to them implicitly: a third of the TTL is safe).
-    pub heartbeat: Duration,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -79,7 +77,6 @@ impl Agents {
             pending: Mutex::new(HashMap::new()),
             next: AtomicU64::new(1),
             ttl,
-            heartbeat: ttl / 3,
         })
     }
 
@@ -253,6 +250,13 @@ pub async fn write_reports(node: Arc<Node>, agents: Arc<Agents>) {
     }
 }
 
+/// The one field of an instance or volume event the router reads.
+#[derive(serde::Deserialize)]
+struct Placed {
+    #[serde(default)]
+    host_id: String,
+}
+
 /// Hands each instance or volume event to the stream of the host it lives on: one pass per
 /// event, however many agents are connected.
 pub async fn route_events(node: Arc<Node>, agents: Arc<Agents>) {
@@ -268,31 +272,16 @@ pub async fn route_events(node: Arc<Node>, agents: Arc<Agents>) {
             Err(RecvError::Closed) => return,
         };
         let deleted = e.r#type == andromede_api::v1::EventType::Deleted as i32;
-        let (host, routed) = match e.kind.as_str() {
-            "instance" => {
-                let host = if deleted {
-                    serde_json::from_str::<andromede_api::v1::Instance>(&e.resource_json)
-                        .map(|i| i.host_id)
-                        .unwrap_or_default()
-                } else {
-                    node.read(|s| s.instances.get(&e.id).map(|i| i.host_id.clone()))
-                        .unwrap_or_default()
-                };
-                (host, Routed::Instance { id: e.id, deleted })
-            }
-            "volume" => {
-                let host = if deleted {
-                    serde_json::from_str::<andromede_api::v1::Volume>(&e.resource_json)
-                        .map(|v| v.host_id)
-                        .unwrap_or_default()
-                } else {
-                    node.read(|s| s.volumes.get(&e.id).map(|v| v.host_id.clone()))
-                        .unwrap_or_default()
-                };
-                (host, Routed::Volume { id: e.id, deleted })
-            }
+        let routed = match e.kind.as_str() {
+            "instance" => Routed::Instance { id: e.id, deleted },
+            "volume" => Routed::Volume { id: e.id, deleted },
             _ => continue,
         };
+        // A resource never changes host, so the event's copy says where it lives (deleted ones
+        // included) without touching the state.
+        let host = serde_json::from_str::<Placed>(&e.resource_json)
+            .map(|p| p.host_id)
+            .unwrap_or_default();
         if !host.is_empty() {
             agents.route(&host, routed);
         }

@@ -44,6 +44,29 @@ pub fn secret() -> String {
     )
 }
 
+/// A fresh join token for `datacenter_id`, valid `ttl_secs`, and the `<id>.<secret>` string an
+/// agent presents (the token keeps only the secret's hash).
+pub fn new_join_token(
+    datacenter_id: &str,
+    ttl_secs: u64,
+) -> (andromede_api::v1::JoinToken, String) {
+    let id = uuid::Uuid::new_v4().to_string();
+    let secret = secret();
+    let token = andromede_api::v1::JoinToken {
+        meta: Some(andromede_api::v1::Meta {
+            id: id.clone(),
+            name: id.clone(),
+            ..Default::default()
+        }),
+        datacenter_id: datacenter_id.to_string(),
+        expires_at_ms: crate::node::now_ms()
+            + i64::try_from(ttl_secs).unwrap_or(i64::MAX / 2000) * 1000,
+        secret_sha256: sha256_hex(&secret),
+        used_by_host: String::new(),
+    };
+    (token, format!("{id}.{secret}"))
+}
+
 fn id_of<T: andromede_store::resource::Resource>(r: &T) -> String {
     r.meta().id.clone()
 }
@@ -170,12 +193,8 @@ impl AgentApi {
         mut inbound: Streaming<AgentMessage>,
         tx: Outbox,
     ) {
-        // The full state must include every committed write, also right after an election.
-        if let Err(e) = self.node.read_barrier(false).await {
-            let _ = tx.send(Err(e.into())).await;
-            self.agents.disconnect(&host, session);
-            return;
-        }
+        // The hello waited for a read barrier, and this stream's routes were registered before
+        // this read: the full state misses nothing committed before or after it.
         let first = self.node.read(|s| full_state(s, &host));
         if tx.send(Ok(desired(first))).await.is_err() {
             self.agents.disconnect(&host, session);

@@ -1,6 +1,6 @@
 //! ComputeService: instances (placed by the leader's scheduler) and server groups.
 
-use super::{check, deleted, find, list_in_project, meta, project_id, stale, upper, Api};
+use super::{check, find, list_in_project, meta, project_id, stale, upper, Api};
 use crate::error::ApiError;
 use crate::node::Proposal;
 use crate::reply;
@@ -285,13 +285,7 @@ impl ComputeService for Api {
     }
 
     async fn delete_server_group(&self, r: Request<DeleteRequest>) -> R<DeleteResponse> {
-        let r = r.into_inner();
-        let g: ServerGroup = self.read(false, |s| find(s, &r.r#ref)).await??;
-        let id = g.meta().id.clone();
-        deleted(
-            self.node
-                .submit(Proposal::Cmd(Command::DeleteServerGroup { id }))
-                .await?,
-        )
+        self.delete::<ServerGroup>(r, |id| Command::DeleteServerGroup { id })
+            .await
     }
 }

@@ -1,6 +1,6 @@
 //! IdentityService: projects with their sovereignty policies and quotas.
 
-use super::{check, deleted, find, meta, stale, upper, Api};
+use super::{check, find, meta, stale, upper, Api};
 use crate::error::ApiError;
 use crate::node::Proposal;
 use crate::reply;
@@ -90,14 +90,8 @@ impl IdentityService for Api {
     }
 
     async fn delete_project(&self, r: Request<DeleteRequest>) -> R<DeleteResponse> {
-        let r = r.into_inner();
-        let p: Project = self.read(false, |s| find(s, &r.r#ref)).await??;
-        let id = p.meta().id.clone();
-        deleted(
-            self.node
-                .submit(Proposal::Cmd(Command::DeleteProject { id }))
-                .await?,
-        )
+        self.delete::<Project>(r, |id| Command::DeleteProject { id })
+            .await
     }
 
     async fn get_compliance_report(

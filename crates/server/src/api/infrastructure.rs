@@ -1,6 +1,6 @@
 //! InfrastructureService: datacenters, hosts, flavors and images.
 
-use super::{check, deleted, find, meta, stale, Api};
+use super::{check, find, meta, stale, Api};
 use crate::error::ApiError;
 use crate::node::Proposal;
 use crate::reply;
@@ -145,14 +145,8 @@ impl InfrastructureService for Api {
     }
 
     async fn delete_datacenter(&self, r: Request<DeleteRequest>) -> R<DeleteResponse> {
-        let r = r.into_inner();
-        let dc: Datacenter = self.read(false, |s| find(s, &r.r#ref)).await??;
-        let id = dc.meta().id.clone();
-        deleted(
-            self.node
-                .submit(Proposal::Cmd(Command::DeleteDatacenter { id }))
-                .await?,
-        )
+        self.delete::<Datacenter>(r, |id| Command::DeleteDatacenter { id })
+            .await
     }
 
     async fn register_host(&self, r: Request<RegisterHostRequest>) -> R<Host> {
@@ -259,14 +253,8 @@ impl InfrastructureService for Api {
     }
 
     async fn delete_host(&self, r: Request<DeleteRequest>) -> R<DeleteResponse> {
-        let r = r.into_inner();
-        let h: Host = self.read(false, |s| find(s, &r.r#ref)).await??;
-        let id = h.meta().id.clone();
-        deleted(
-            self.node
-                .submit(Proposal::Cmd(Command::DeleteHost { id }))
-                .await?,
-        )
+        self.delete::<Host>(r, |id| Command::DeleteHost { id })
+            .await
     }
 
     async fn declare_host_lost(&self, r: Request<DeclareHostLostRequest>) -> R<Host> {
@@ -305,19 +293,7 @@ impl InfrastructureService for Api {
             .ok_or_else(|| {
                 ApiError::NotFound(format!("datacenter {:?} not found", r.datacenter))
             })?;
-        let secret = crate::agents::session::secret();
-        let id = super::new_id();
-        let token = JoinToken {
-            meta: Some(Meta {
-                id: id.clone(),
-                name: id.clone(),
-                ..Default::default()
-            }),
-            datacenter_id: dc.meta().id.clone(),
-            expires_at_ms: crate::node::now_ms() + (ttl as i64) * 1000,
-            secret_sha256: crate::agents::session::sha256_hex(&secret),
-            used_by_host: String::new(),
-        };
+        let (token, secret) = crate::agents::session::new_join_token(&dc.meta().id, ttl);
         let rep = self
             .node
             .submit(Proposal::Cmd(Command::CreateJoinToken(token)))
@@ -331,7 +307,7 @@ impl InfrastructureService for Api {
                 t.redact();
                 t
             }),
-            token: format!("{id}.{secret}"),
+            token: secret,
         }))
     }
 
@@ -385,14 +361,8 @@ impl InfrastructureService for Api {
     }
 
     async fn delete_flavor(&self, r: Request<DeleteRequest>) -> R<DeleteResponse> {
-        let r = r.into_inner();
-        let f: Flavor = self.read(false, |s| find(s, &r.r#ref)).await??;
-        let id = f.meta().id.clone();
-        deleted(
-            self.node
-                .submit(Proposal::Cmd(Command::DeleteFlavor { id }))
-                .await?,
-        )
+        self.delete::<Flavor>(r, |id| Command::DeleteFlavor { id })
+            .await
     }
 
     async fn create_image(&self, r: Request<CreateImageRequest>) -> R<Image> {
@@ -483,13 +453,7 @@ impl InfrastructureService for Api {
     }
 
     async fn delete_image(&self, r: Request<DeleteRequest>) -> R<DeleteResponse> {
-        let r = r.into_inner();
-        let i: Image = self.read(false, |s| find(s, &r.r#ref)).await??;
-        let id = i.meta().id.clone();
-        deleted(
-            self.node
-                .submit(Proposal::Cmd(Command::DeleteImage { id }))
-                .await?,
-        )
+        self.delete::<Image>(r, |id| Command::DeleteImage { id })
+            .await
     }
 }

@@ -104,6 +104,25 @@ impl Api {
         Ok(tonic::Response::new(found))
     }
 
+    /// A `Delete*` call: finds the resource by reference, then submits `cmd` with its id.
+    pub async fn delete<T: Resource>(
+        &self,
+        r: tonic::Request<andromede_api::v1::DeleteRequest>,
+        cmd: impl FnOnce(String) -> andromede_store::Command,
+    ) -> Result<tonic::Response<andromede_api::v1::DeleteResponse>, tonic::Status>
+    where
+        State: Table<T>,
+    {
+        let r = r.into_inner();
+        let found: T = self.read(false, |s| find(s, &r.r#ref)).await??;
+        let id = found.meta().id.clone();
+        deleted(
+            self.node
+                .submit(crate::node::Proposal::Cmd(cmd(id)))
+                .await?,
+        )
+    }
+
     /// Linearizable (unless `stale`) read of the applied state.
     pub async fn read<R>(&self, stale: bool, f: impl FnOnce(&State) -> R) -> Result<R, ApiError> {
         self.node.read_barrier(stale).await?;
