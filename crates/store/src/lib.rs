@@ -4,6 +4,7 @@
 pub mod command;
 pub mod log_store;
 pub mod resource;
+pub mod retention;
 pub mod sqlite;
 pub mod state;
 pub mod state_machine;

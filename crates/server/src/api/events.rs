@@ -3,7 +3,7 @@
 use super::{project_id, Api};
 use andromede_api::v1::event_service_server::EventService;
 use andromede_api::v1::{Event, WatchRequest};
-use andromede_store::sqlite;
+use andromede_store::retention::EVENT_HISTORY;
 use std::pin::Pin;
 use tokio::sync::broadcast::error::RecvError;
 use tokio_stream::Stream;
@@ -17,6 +17,8 @@ impl EventService for Api {
 
     async fn watch(&self, r: Request<WatchRequest>) -> Result<Response<EventStream>, Status> {
         let r = r.into_inner();
+        // Held by the forwarding task below: the slot frees when the watch ends.
+        let slot = self.node.watch_slot()?;
         let project = if r.project.is_empty() {
             String::new()
         } else {
@@ -30,7 +32,7 @@ impl EventService for Api {
                 .events
                 .front()
                 .map(|e| e.revision)
-                .unwrap_or(s.revision + 1);
+                .unwrap_or(s.revision.saturating_add(1));
             let evs: Vec<Event> = s
                 .events
                 .iter()
@@ -40,15 +42,15 @@ impl EventService for Api {
             (start, evs)
         });
         let mut history = Vec::new();
-        if r.from_revision + 1 < ring_start {
-            let pool = self.node.shared.pool();
-            history = sqlite::events_since(&pool, r.from_revision, 200_000)
+        if before(r.from_revision, ring_start) {
+            history = self
+                .node
+                .shared
+                .events_since(r.from_revision, EVENT_HISTORY.count as u32)
                 .await
-                .map_err(|e| Status::internal(e.to_string()))?;
-            if history
-                .first()
-                .is_some_and(|e| e.revision > r.from_revision + 1)
-            {
+                .map_err(|e| Status::internal(format!("reading the event history: {e}")))?;
+            let first = history.first().map_or(ring_start, |e| e.revision);
+            if !resumable(r.from_revision, first) {
                 return Err(Status::out_of_range(format!(
                     "revision {} is compacted; list resources and watch from the current revision",
                     r.from_revision
@@ -62,6 +64,7 @@ impl EventService for Api {
         };
         let (tx, rx) = tokio::sync::mpsc::channel(1024);
         tokio::spawn(async move {
+            let _slot = slot;
             let mut last = r.from_revision;
             for e in history.into_iter().chain(ring) {
                 if e.revision <= last {
@@ -73,7 +76,13 @@ impl EventService for Api {
                 }
             }
             loop {
-                match live.recv().await {
+                // A watcher that hung up ends the task (and frees its slot) without waiting
+                // for the next event.
+                let next = tokio::select! {
+                    e = live.recv() => e,
+                    () = tx.closed() => return,
+                };
+                match next {
                     Ok(e) => {
                         if e.revision <= last {
                             continue;
@@ -98,5 +107,34 @@ impl EventService for Api {
         Ok(Response::new(Box::pin(
             tokio_stream::wrappers::ReceiverStream::new(rx),
         )))
+    }
+}
+
+/// Whether a watch resuming after revision `from` wants events older than `first`. Revisions
+/// are u64 end to end: past u64::MAX nothing is wanted but live events.
+fn before(from: u64, first: u64) -> bool {
+    from.checked_add(1).is_some_and(|want| want < first)
+}
+
+/// Whether a watch resuming after `from` can be served when `first` is the oldest revision on
+/// hand: nothing it wants may have been pruned.
+fn resumable(from: u64, first: u64) -> bool {
+    !before(from, first)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resuming_from_any_revision_never_overflows() {
+        assert!(before(0, 5));
+        assert!(!before(4, 5));
+        assert!(!before(u64::MAX - 1, 5));
+        assert!(!before(u64::MAX, 5));
+        assert!(!before(u64::MAX, u64::MAX));
+        assert!(resumable(u64::MAX, 1));
+        assert!(resumable(4, 5));
+        assert!(!resumable(3, 5));
     }
 }
