@@ -24,12 +24,59 @@ async fn three_nodes_failover_and_snapshot_catch_up() {
     servers[2].start(false);
     let mut c1 = servers[0].clients().await;
     c1.wait_leader().await;
+    // Every server holds every project's metadata: it joins only once it is located where
+    // every project's policy allows.
+    c1.datacenter("paris", "FR", "FR", "FR", &[]).await;
+    c1.datacenter("frankfurt", "DE", "DE", "DE", &[]).await;
+    c1.cluster
+        .locate_node(LocateNodeRequest {
+            node_id: 1,
+            datacenter: "paris".into(),
+        })
+        .await
+        .unwrap();
+    c1.project("p", policy(&["FR"], &[], &[], false), None)
+        .await;
+    let unlocated = c1
+        .cluster
+        .add_learner(AddLearnerRequest {
+            node_id: 2,
+            addr: servers[1].addr(),
+            datacenter: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(unlocated.code(), tonic::Code::InvalidArgument);
+    assert!(unlocated.message().contains("datacenter"), "{unlocated:?}");
+    let excluded = c1
+        .cluster
+        .add_learner(AddLearnerRequest {
+            node_id: 2,
+            addr: servers[1].addr(),
+            datacenter: "frankfurt".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(excluded.code(), tonic::Code::FailedPrecondition);
+    assert!(excluded.message().contains("p (in DE"), "{excluded:?}");
+    let st = c1.cluster.status(ClusterStatusRequest {}).await.unwrap();
+    assert_eq!(st.into_inner().members.len(), 1, "a refused learner joined");
+    // Refused learners never received an entry: node 2 has no leader and no state.
+    let st2 = servers[1]
+        .clients()
+        .await
+        .cluster
+        .status(ClusterStatusRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((st2.leader_id, st2.last_log_index), (0, 0), "{st2:?}");
     for s in &servers[1..] {
         c1.cluster
             .add_learner(AddLearnerRequest {
                 node_id: s.id,
                 addr: s.addr(),
-                datacenter: String::new(),
+                datacenter: "paris".into(),
             })
             .await
             .unwrap();
@@ -62,11 +109,8 @@ async fn three_nodes_failover_and_snapshot_catch_up() {
     // Writes through any node (followers forward), visible through every node.
     let mut c2 = servers[1].clients().await;
     let mut c3 = servers[2].clients().await;
-    c2.datacenter("paris", "FR", "FR", "FR", &[]).await;
     c3.host("h1", "paris", 512, 4.0).await;
     c2.flavor_and_image().await;
-    c3.project("p", policy(&["FR"], &[], &[], false), None)
-        .await;
     let mut acked = Vec::new();
     for i in 0..30 {
         let c = if i % 2 == 0 { &mut c2 } else { &mut c3 };

@@ -116,3 +116,104 @@ async fn watch_resumes_from_a_revision_and_metrics_count_calls() {
         assert!(m.contains(name), "{name} missing from:\n{m}");
     }
 }
+
+/// Sends one gRPC-shaped request to an arbitrary path and returns its grpc-status.
+async fn call_path(ch: tonic::transport::Channel, path: &str) -> String {
+    use tonic::codegen::{http, Service};
+    let mut ch = ch;
+    futures::future::poll_fn(|cx| ch.poll_ready(cx))
+        .await
+        .unwrap();
+    let req = http::Request::builder()
+        .method("POST")
+        .uri(format!("http://localhost{path}"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(tonic::body::Body::empty())
+        .unwrap();
+    let res = ch.call(req).await.unwrap();
+    res.headers()
+        .get("grpc-status")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("0")
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_label_unknown_paths_with_one_bucket() {
+    let root = tempfile::tempdir().unwrap();
+    let mport = free_port();
+    let listen = format!("127.0.0.1:{mport}");
+    let mut s = Server::new(1, root.path(), &["--metrics-listen", &listen]);
+    s.start(true);
+    let mut c = s.clients().await;
+    c.wait_leader().await;
+    // Unauthenticated junk paths, each different: none may become its own series.
+    for i in 0..20 {
+        let code = call_path(s.channel().await, &format!("/probe{i}.Scan/Method{i}")).await;
+        assert_eq!(code, "12", "an unknown path answers UNIMPLEMENTED");
+    }
+    let m = scrape(mport);
+    assert!(!m.contains("probe"), "a raw path became a label:\n{m}");
+    let unknown = m
+        .lines()
+        .find(|l| {
+            l.starts_with("andromede_grpc_requests_total") && l.contains("method=\"unknown\"")
+        })
+        .unwrap_or_else(|| panic!("no unknown bucket in:\n{m}"));
+    let n: f64 = unknown.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(n >= 20.0, "{unknown}");
+    assert!(
+        m.lines()
+            .any(|l| l.starts_with("andromede_grpc_requests_total")
+                && l.contains("method=\"/andromede.v1.ClusterService/Status\"")),
+        "known methods keep their own label:\n{m}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_listener_caps_watches_and_streams_per_connection() {
+    let root = tempfile::tempdir().unwrap();
+    let mut s = Server::new(
+        1,
+        root.path(),
+        &["--max-watches", "1", "--max-concurrent-streams", "1"],
+    );
+    s.start(true);
+    let mut c = s.clients().await;
+    c.wait_leader().await;
+    let watch = || WatchRequest {
+        from_revision: 0,
+        kinds: vec![],
+        project: String::new(),
+    };
+    let mut events = EventServiceClient::with_interceptor(s.channel().await, Auth);
+    let first = events.watch(watch()).await.unwrap().into_inner();
+    // A second watch, on another connection, is refused while the first lives.
+    let mut other = EventServiceClient::with_interceptor(s.channel().await, Auth);
+    let e = other.watch(watch()).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::ResourceExhausted, "{e:?}");
+    assert!(e.message().contains("max 1"), "{e:?}");
+    // One stream per connection: a call on the watch's connection waits for it to end.
+    let blocked = tokio::time::timeout(Duration::from_millis(500), events.watch(watch())).await;
+    assert!(
+        blocked.is_err(),
+        "a second stream opened on a connection capped at 1"
+    );
+    drop(first);
+    // The hung-up watch frees its slot promptly, without waiting for an event.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match other.watch(watch()).await {
+            Ok(_) => break,
+            Err(e) if e.code() == tonic::Code::ResourceExhausted => {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the closed watch still holds its slot"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+}

@@ -600,3 +600,136 @@ async fn compliance_report_and_flags_follow_a_datacenter_change() {
     assert_eq!(rows.len(), 2, "{out}");
     assert!(rows.iter().all(|r| r["compliant"] == false), "{out}");
 }
+
+fn by(name: &str, project: &str) -> Option<ResourceRef> {
+    Some(ResourceRef {
+        id_or_name: name.into(),
+        project: project.into(),
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_running_guests_need_stays_and_refusals_name_their_field() {
+    let root = tempfile::tempdir().unwrap();
+    let (s, mut c) = one_server(root.path()).await;
+    c.datacenter("paris", "FR", "FR", "FR", &[]).await;
+    c.host("h1", "paris", 16, 1.0).await;
+    c.flavor_and_image().await;
+    c.project("p", policy(&[], &[], &[], false), None).await;
+    c.project("q", policy(&[], &[], &[], false), None).await;
+    let group = c
+        .compute
+        .create_server_group(CreateServerGroupRequest {
+            name: "ha".into(),
+            project: "p".into(),
+            policy: GroupPolicy::AntiAffinity as i32,
+            hard: true,
+            request_id: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    c.compute
+        .create_instance(CreateInstanceRequest {
+            name: "web-1".into(),
+            project: "p".into(),
+            flavor: "small".into(),
+            image: "tiny".into(),
+            server_group: "ha".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+
+    // The image a guest boots from cannot go while the guest exists; the refusal names it.
+    let e = c
+        .infra
+        .delete_image(DeleteRequest {
+            r#ref: by("tiny", ""),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e:?}");
+    assert!(e.message().contains("web-1 (project p)"), "{e:?}");
+    // So can't its server group.
+    let e = c
+        .compute
+        .delete_server_group(DeleteRequest {
+            r#ref: by("ha", "p"),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e:?}");
+    assert!(e.message().contains("web-1 (project p)"), "{e:?}");
+    // A flavor can: the instance carries its sizes, as in Nova.
+    c.infra
+        .delete_flavor(DeleteRequest {
+            r#ref: by("small", ""),
+        })
+        .await
+        .unwrap();
+    let web = &c.instances("p", false).await[0];
+    assert_eq!(web.resources.unwrap_or_default().vcpus, 1);
+    let images = c
+        .infra
+        .list_images(ListRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .images;
+    assert_eq!(images.len(), 1);
+
+    // Another project's server group is not found by placement explain, even by id.
+    let mut placement = placement_service_client::PlacementServiceClient::with_interceptor(
+        s.channel().await,
+        andromede_tests::Auth,
+    );
+    let e = placement
+        .explain(ExplainRequest {
+            project: "q".into(),
+            volume_gib: 1,
+            server_group: group.meta.unwrap().id,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+    assert!(e.message().contains("server_group"), "{e:?}");
+
+    // A shrink is refused naming the field in the message, not only in the details.
+    c.volumes
+        .create_volume(CreateVolumeRequest {
+            name: "data".into(),
+            project: "p".into(),
+            size_gib: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let e = c
+        .volumes
+        .extend_volume(ExtendVolumeRequest {
+            volume: by("data", "p"),
+            size_gib: 5,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+    assert!(e.message().starts_with("size_gib: "), "{e:?}");
+    let fields: Vec<String> = e
+        .get_details_bad_request()
+        .map(|b| b.field_violations.into_iter().map(|v| v.field).collect())
+        .unwrap_or_default();
+    assert_eq!(fields, ["size_gib"]);
+    // A reference to nothing names its field too.
+    let e = c
+        .compute
+        .list_instances(ListRequest {
+            project: "nope".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::NotFound, "{e:?}");
+    assert!(e.message().starts_with("project: "), "{e:?}");
+}

@@ -19,6 +19,33 @@ pub enum Denial {
     Certification { missing: String },
     #[error("operator {operator} not immune from non-EU law: {why}")]
     OperatorImmunity { operator: String, why: String },
+    /// Fail closed: a place that cannot be checked is not allowed.
+    #[error("in unknown datacenter {id}")]
+    UnknownDatacenter { id: String },
+    #[error("location not declared: where it keeps data cannot be shown")]
+    NotLocated,
+}
+
+impl Denial {
+    /// Whether the denial is about an unknown place rather than a rule of the policy.
+    pub fn is_unknown_place(&self) -> bool {
+        matches!(self, Denial::UnknownDatacenter { .. } | Denial::NotLocated)
+    }
+}
+
+/// The one sovereignty verdict on data kept in datacenter `dc_id`, which `dc` resolves (or not):
+/// placement, its apply-time check, policy changes, the compliance recheck, the offenders list
+/// and the report all ask this, so an unknown or undeclared location fails closed everywhere.
+pub fn verdict(
+    policy: &SovereigntyPolicy,
+    dc_id: &str,
+    dc: Option<&Datacenter>,
+) -> Result<(), Denial> {
+    match dc {
+        Some(dc) => check(policy, dc),
+        None if dc_id.is_empty() => Err(Denial::NotLocated),
+        None => Err(Denial::UnknownDatacenter { id: dc_id.into() }),
+    }
 }
 
 /// A short human rendering of a policy, used in errors ("allowed: FR; certifications: hds").
@@ -163,14 +190,17 @@ pub fn check_narrowing<'a>(
         }
     }
     for (i, id) in constraints.datacenter_ids.iter().enumerate() {
-        if let Some(dc) = datacenter(id) {
-            if let Err(d) = check(policy, dc) {
-                return Err(Widening {
-                    field: format!("constraints.datacenter_ids[{i}]"),
-                    value: format!("{} ({d})", dc.meta.as_ref().map_or("", |m| &m.name)),
-                    policy: describe(policy),
-                });
-            }
+        let dc = datacenter(id);
+        if let Err(d) = verdict(policy, id, dc) {
+            return Err(Widening {
+                field: format!("constraints.datacenter_ids[{i}]"),
+                value: format!(
+                    "{} ({d})",
+                    dc.and_then(|d| d.meta.as_ref())
+                        .map_or(id.as_str(), |m| &m.name)
+                ),
+                policy: describe(policy),
+            });
         }
     }
     Ok(())
@@ -294,5 +324,20 @@ mod tests {
             datacenter_ids: vec!["x".into()],
         };
         assert!(check_narrowing(&p, &by_dc, |_| Some(&no)).is_err());
+        // A datacenter that cannot be resolved is never inside the policy.
+        assert!(check_narrowing(&p, &by_dc, |_| None).is_err());
+    }
+
+    #[test]
+    fn unknown_places_fail_closed_even_under_an_open_policy() {
+        let open = pol(&[], &[], &[], false);
+        let fr = dc("FR", "FR", "FR", &[]);
+        assert!(verdict(&open, "dc-FR-FR", Some(&fr)).is_ok());
+        assert_eq!(
+            verdict(&open, "gone", None),
+            Err(Denial::UnknownDatacenter { id: "gone".into() })
+        );
+        assert_eq!(verdict(&open, "", None), Err(Denial::NotLocated));
+        assert!(verdict(&open, "", None).is_err_and(|d| d.is_unknown_place()));
     }
 }

@@ -217,24 +217,7 @@ pub fn place_sampled(
         }
         let verdict = dc_verdicts
             .entry(host.datacenter_id.as_str())
-            .or_insert_with(|| match snapshot.datacenter(&host.datacenter_id) {
-                None => Err((F_DATACENTER, "in an unknown datacenter".into())),
-                Some(dc) if dc.status != DatacenterStatus::Active as i32 => {
-                    Err((F_DATACENTER, "in a datacenter not active".into()))
-                }
-                Some(dc) => match policy::check(req.policy, dc) {
-                    Err(d) => Err((F_POLICY, d.to_string())),
-                    Ok(()) if !policy::within_constraints(req.constraints, dc) => Err((
-                        F_CONSTRAINTS,
-                        format!(
-                            "in {} ({}), outside the requested countries/datacenters",
-                            dc.meta.as_ref().map_or("", |m| m.name.as_str()),
-                            dc.country
-                        ),
-                    )),
-                    Ok(()) => Ok(()),
-                },
-            });
+            .or_insert_with(|| datacenter_verdict(snapshot, req, &host.datacenter_id));
         if let Err((f, why)) = verdict {
             tally.exclude(f, why.clone());
             continue;
@@ -304,18 +287,51 @@ pub fn place_sampled(
     }
 }
 
-/// Re-checks one chosen host at apply time: `Err` names what no longer holds.
+/// The filters that depend only on a host's datacenter: its status, the project's policy (one
+/// verdict, failing closed on an unknown datacenter) and the request's constraints. Shared by
+/// [`place`] and [`verify`], so the plan and its apply-time check agree.
+fn datacenter_verdict(
+    snapshot: &dyn Snapshot,
+    req: &Request<'_>,
+    dc_id: &str,
+) -> Result<(), (&'static str, String)> {
+    let dc = snapshot.datacenter(dc_id);
+    if let Some(dc) = dc.filter(|dc| dc.status != DatacenterStatus::Active as i32) {
+        let status = DatacenterStatus::try_from(dc.status)
+            .map(|s| {
+                s.as_str_name()
+                    .trim_start_matches("DATACENTER_STATUS_")
+                    .to_ascii_lowercase()
+            })
+            .unwrap_or_else(|_| "unknown".into());
+        return Err((
+            F_DATACENTER,
+            format!("in a datacenter not active ({status})"),
+        ));
+    }
+    match (policy::verdict(req.policy, dc_id, dc), dc) {
+        (Err(d), _) if d.is_unknown_place() => Err((F_DATACENTER, d.to_string())),
+        (Err(d), _) => Err((F_POLICY, d.to_string())),
+        (Ok(()), Some(dc)) if !policy::within_constraints(req.constraints, dc) => Err((
+            F_CONSTRAINTS,
+            format!(
+                "in {} ({}), outside the requested countries/datacenters",
+                dc.meta.as_ref().map_or("", |m| m.name.as_str()),
+                dc.country
+            ),
+        )),
+        (Ok(()), _) => Ok(()),
+    }
+}
+
+/// Re-checks one chosen host at apply time: `Err` names what no longer holds. A datacenter that
+/// went to maintenance or was retired since the plan is refused like at planning time.
 pub fn verify(snapshot: &dyn Snapshot, req: &Request<'_>, host: &Host) -> Result<(), String> {
     if host.state != HostState::Up as i32 {
         return Err(format!("host is {}", state_word(host.state)));
     }
-    let dc = snapshot
-        .datacenter(&host.datacenter_id)
-        .ok_or_else(|| "host's datacenter is gone".to_string())?;
-    policy::check(req.policy, dc).map_err(|d| format!("project policy: {d}"))?;
-    if !policy::within_constraints(req.constraints, dc) {
-        return Err("outside the request's constraints".into());
-    }
+    datacenter_verdict(snapshot, req, &host.datacenter_id)
+        .map_err(|(f, why)| format!("{f}: {why}"))?;
     let free = capacity::free(host, &Resources::default());
     if let Some(dim) = capacity::shortfall(&free, &req.resources) {
         return Err(format!("host lacks free {dim}"));

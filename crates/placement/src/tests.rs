@@ -241,3 +241,40 @@ fn sampled_placement_stops_early_but_explains_failures_in_full() {
     assert!(e.chosen.is_none());
     assert_eq!(e.hosts_considered, 20);
 }
+
+#[test]
+fn verify_refuses_a_datacenter_that_left_active_since_the_plan() {
+    let mut s = Snap::default();
+    s.dc("fr", "FR", "FR");
+    s.host("h", "fr", 4, HostState::Up);
+    let p = SovereigntyPolicy::default();
+    let c = PlacementConstraints::default();
+    let host = s.hosts[0].clone();
+    assert_eq!(verify(&s, &req(&p, &c), &host), Ok(()));
+    for status in [DatacenterStatus::Maintenance, DatacenterStatus::Retired] {
+        if let Some(dc) = s.dcs.get_mut("fr") {
+            dc.status = status as i32;
+        }
+        let why = verify(&s, &req(&p, &c), &host).unwrap_err();
+        assert!(why.contains("datacenter status"), "{why}");
+        assert!(place(&s, &req(&p, &c)).chosen.is_none());
+    }
+}
+
+#[test]
+fn an_unknown_datacenter_fails_closed_in_place_and_verify() {
+    let mut s = Snap::default();
+    s.host("h", "gone", 4, HostState::Up);
+    let open = SovereigntyPolicy::default();
+    let c = PlacementConstraints::default();
+    let e = place(&s, &req(&open, &c));
+    assert!(e.chosen.is_none());
+    assert!(
+        e.summary().contains("1 in unknown datacenter gone"),
+        "{}",
+        e.summary()
+    );
+    let host = s.hosts[0].clone();
+    let why = verify(&s, &req(&open, &c), &host).unwrap_err();
+    assert!(why.contains("unknown datacenter gone"), "{why}");
+}

@@ -55,6 +55,17 @@ pub struct Settings {
     /// down and its instances HOST_LOST (default 10).
     #[arg(long)]
     pub host_ttl_secs: Option<u64>,
+    /// Concurrent gRPC streams (calls) one client connection may open (default 256).
+    #[arg(long)]
+    pub max_concurrent_streams: Option<u32>,
+    /// Seconds a call may take before it fails with DEADLINE_EXCEEDED (default 30); a stream's
+    /// messages (watch, agent) are not bounded by it, only its opening.
+    #[arg(long)]
+    pub request_timeout_secs: Option<u64>,
+    /// Concurrent event watches this server serves; more are refused with RESOURCE_EXHAUSTED
+    /// (default 1024).
+    #[arg(long)]
+    pub max_watches: Option<usize>,
 }
 
 impl Settings {
@@ -76,6 +87,9 @@ impl Settings {
             keep_logs: self.keep_logs.or(file.keep_logs),
             strategy: self.strategy.or(file.strategy),
             host_ttl_secs: self.host_ttl_secs.or(file.host_ttl_secs),
+            max_concurrent_streams: self.max_concurrent_streams.or(file.max_concurrent_streams),
+            request_timeout_secs: self.request_timeout_secs.or(file.request_timeout_secs),
+            max_watches: self.max_watches.or(file.max_watches),
         }
     }
 

@@ -33,6 +33,16 @@ impl ApiError {
         v.add(field, description);
         ApiError::Invalid(v)
     }
+
+    /// `NOT_FOUND` for what a request field names.
+    pub fn missing(field: &str, message: impl Into<String>) -> Self {
+        ApiError::Cmd(CmdError::new(CmdErrorCode::NotFound, message).field(field))
+    }
+
+    /// `FAILED_PRECONDITION` caused by a request field's value.
+    pub fn refused(field: &str, message: impl Into<String>) -> Self {
+        ApiError::Cmd(CmdError::new(CmdErrorCode::FailedPrecondition, message).field(field))
+    }
 }
 
 fn bad_request(code: Code, message: String, fields: Vec<(String, String)>) -> Status {
@@ -69,7 +79,15 @@ impl From<ApiError> for Status {
                     CmdErrorCode::PermissionDenied => Code::PermissionDenied,
                 };
                 match c.field {
-                    Some(f) => bad_request(code, c.message.clone(), vec![(f, c.message)]),
+                    // The message names the field too: people read the message, not the details.
+                    Some(f) => {
+                        let message = if c.message.starts_with(&format!("{f}: ")) {
+                            c.message.clone()
+                        } else {
+                            format!("{f}: {}", c.message)
+                        };
+                        bad_request(code, message, vec![(f, c.message)])
+                    }
                     None => Status::new(code, c.message),
                 }
             }

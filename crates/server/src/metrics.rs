@@ -2,6 +2,8 @@
 //! placements and their failures by filter.
 
 use andromede_placement::Explanation;
+use prost::Message;
+use std::collections::HashSet;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -43,6 +45,45 @@ pub async fn raft_gauges(raft: andromede_store::Raft) {
     }
 }
 
+/// The label for requests to a path that is no method this server serves.
+pub const UNKNOWN_METHOD: &str = "unknown";
+
+/// Every `/package.Service/Method` path the listener serves, read from the descriptors of the
+/// contract, health checking and reflection.
+static KNOWN_METHODS: std::sync::LazyLock<HashSet<String>> = std::sync::LazyLock::new(|| {
+    let sets = [
+        andromede_api::FILE_DESCRIPTOR_SET,
+        tonic_health::pb::FILE_DESCRIPTOR_SET,
+        tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+    ];
+    let mut known = HashSet::new();
+    for bytes in sets {
+        let Ok(set) = prost_types::FileDescriptorSet::decode(bytes) else {
+            tracing::error!(
+                "a built-in descriptor set does not decode; its methods count as unknown"
+            );
+            continue;
+        };
+        for file in &set.file {
+            for svc in &file.service {
+                for m in &svc.method {
+                    known.insert(format!("/{}.{}/{}", file.package(), svc.name(), m.name()));
+                }
+            }
+        }
+    }
+    known
+});
+
+/// The `method` label of a request path: the path itself when it names a served method, else
+/// one `unknown` bucket. The path comes before authentication, so labelling by it directly
+/// would let any client create series without bound.
+pub fn method_label(path: &str) -> &'static str {
+    KNOWN_METHODS
+        .get(path)
+        .map_or(UNKNOWN_METHOD, |m| m.as_str())
+}
+
 /// Tower layer counting gRPC calls by method and status code.
 #[derive(Clone, Default)]
 pub struct GrpcMetricsLayer;
@@ -74,7 +115,7 @@ where
     }
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        let method = req.uri().path().to_string();
+        let method = method_label(req.uri().path());
         let started = Instant::now();
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
@@ -91,11 +132,40 @@ where
                     .to_string(),
                 Err(_) => "transport".to_string(),
             };
-            metrics::counter!("andromede_grpc_requests_total", "method" => method.clone(), "code" => code)
+            metrics::counter!("andromede_grpc_requests_total", "method" => method, "code" => code)
                 .increment(1);
             metrics::histogram!("andromede_grpc_request_seconds", "method" => method)
                 .record(started.elapsed().as_secs_f64());
             res
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_served_methods_get_their_own_label() {
+        assert_eq!(
+            method_label("/andromede.v1.ComputeService/CreateInstance"),
+            "/andromede.v1.ComputeService/CreateInstance"
+        );
+        assert_eq!(
+            method_label("/grpc.health.v1.Health/Check"),
+            "/grpc.health.v1.Health/Check"
+        );
+        assert_eq!(
+            method_label("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo"),
+            "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo"
+        );
+        for junk in [
+            "/andromede.v1.ComputeService/Nope",
+            "/x",
+            "",
+            "/andromede.v1.ComputeService/CreateInstance/extra",
+        ] {
+            assert_eq!(method_label(junk), UNKNOWN_METHOD, "{junk}");
+        }
     }
 }

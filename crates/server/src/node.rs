@@ -38,6 +38,9 @@ pub enum Proposal {
     },
 }
 
+/// Concurrent event watches a server accepts unless configured otherwise.
+pub const DEFAULT_MAX_WATCHES: usize = 1024;
+
 pub struct Node {
     pub id: u64,
     pub addr: String,
@@ -52,6 +55,9 @@ pub struct Node {
     pub strategy: Strategy,
     /// Host agents connected to this server (they only stay connected to the leader).
     pub agents: Arc<crate::agents::Agents>,
+    /// One permit per open event watch: each holds a task and a buffer, so they are capped.
+    pub watches: Arc<tokio::sync::Semaphore>,
+    pub max_watches: usize,
 }
 
 /// The scheduler's view: applied state plus in-flight reservations.
@@ -97,7 +103,26 @@ impl Node {
             plan_lock: tokio::sync::Mutex::new(()),
             strategy: Strategy::Spread,
             agents: crate::agents::Agents::new(Duration::from_secs(10)),
+            watches: Arc::new(tokio::sync::Semaphore::new(DEFAULT_MAX_WATCHES)),
+            max_watches: DEFAULT_MAX_WATCHES,
         }
+    }
+
+    /// Caps concurrent event watches at `max`.
+    pub fn limit_watches(&mut self, max: usize) {
+        self.watches = Arc::new(tokio::sync::Semaphore::new(max));
+        self.max_watches = max;
+    }
+
+    /// A slot for one event watch, held for as long as the watch lives; refused with
+    /// `RESOURCE_EXHAUSTED` when every slot is taken.
+    pub fn watch_slot(&self) -> Result<tokio::sync::OwnedSemaphorePermit, tonic::Status> {
+        self.watches.clone().try_acquire_owned().map_err(|_| {
+            tonic::Status::resource_exhausted(format!(
+                "too many concurrent event watches on this server (max {}); close one or retry later",
+                self.max_watches
+            ))
+        })
     }
 
     pub fn read<R>(&self, f: impl FnOnce(&State) -> R) -> R {
@@ -181,9 +206,7 @@ impl Node {
                     let rest: std::collections::BTreeSet<u64> =
                         voters.into_iter().filter(|v| *v != node_id).collect();
                     if rest.is_empty() {
-                        return Err(ApiError::Precondition(
-                            "cannot remove the last voter".into(),
-                        ));
+                        return Err(ApiError::refused("node_id", "cannot remove the last voter"));
                     }
                     self.raft
                         .change_membership(rest, false)
@@ -196,9 +219,10 @@ impl Node {
                         .await
                         .map_err(write_err)?;
                 } else {
-                    return Err(ApiError::NotFound(format!(
-                        "node {node_id} is not a member"
-                    )));
+                    return Err(ApiError::missing(
+                        "node_id",
+                        format!("node {node_id} is not a member"),
+                    ));
                 }
                 Ok(Reply::Done)
             }

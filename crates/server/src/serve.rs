@@ -36,6 +36,9 @@ pub struct Resolved {
     pub raft: openraft::Config,
     pub strategy: andromede_placement::Strategy,
     pub host_ttl: std::time::Duration,
+    pub max_concurrent_streams: u32,
+    pub request_timeout: std::time::Duration,
+    pub max_watches: usize,
 }
 
 pub fn resolve(s: Settings) -> anyhow::Result<Resolved> {
@@ -91,6 +94,30 @@ pub fn resolve(s: Settings) -> anyhow::Result<Resolved> {
                 "host_ttl_secs must be between 2 and 3600"
             );
             std::time::Duration::from_secs(ttl)
+        },
+        max_concurrent_streams: {
+            let n = s.max_concurrent_streams.unwrap_or(256);
+            anyhow::ensure!(
+                (1..=100_000).contains(&n),
+                "max_concurrent_streams must be between 1 and 100000"
+            );
+            n
+        },
+        request_timeout: {
+            let t = s.request_timeout_secs.unwrap_or(30);
+            anyhow::ensure!(
+                (1..=3600).contains(&t),
+                "request_timeout_secs must be between 1 and 3600"
+            );
+            std::time::Duration::from_secs(t)
+        },
+        max_watches: {
+            let n = s.max_watches.unwrap_or(crate::node::DEFAULT_MAX_WATCHES);
+            anyhow::ensure!(
+                (1..=1_000_000).contains(&n),
+                "max_watches must be between 1 and 1000000"
+            );
+            n
         },
     })
 }
@@ -168,6 +195,7 @@ pub async fn start_node(r: &Resolved) -> anyhow::Result<Arc<Node>> {
     let mut node = Node::new(r.node_id, r.advertise.clone(), raft, shared, peers);
     node.strategy = r.strategy;
     node.agents = crate::agents::Agents::new(r.host_ttl);
+    node.limit_watches(r.max_watches);
     Ok(Arc::new(node))
 }
 
@@ -215,6 +243,10 @@ pub async fn serve(
         .with_context(|| format!("listen address {:?}", r.listen))?;
     tracing::info!(%addr, node_id = r.node_id, data_dir = %r.data_dir.display(), "serving");
     tonic::transport::Server::builder()
+        // Bounds what one connection can hold open; the timeout bounds a call until its
+        // response starts, so streams (watches, agents) run on after it.
+        .max_concurrent_streams(Some(r.max_concurrent_streams))
+        .timeout(r.request_timeout)
         .layer(GrpcMetricsLayer)
         .add_service(health)
         .add_service(reflection)

@@ -23,7 +23,9 @@ impl Api {
                     .and_then(|d| d.meta.as_ref().map(|m| m.id.clone()))
             })
             .await?
-            .ok_or_else(|| ApiError::NotFound(format!("datacenter {datacenter:?} not found")))?;
+            .ok_or_else(|| {
+                ApiError::missing("datacenter", format!("datacenter {datacenter:?} not found"))
+            })?;
         self.node
             .submit(Proposal::Cmd(andromede_store::Command::LocateReplica {
                 node_id,
@@ -106,16 +108,32 @@ impl ClusterService for Api {
             return Err(ApiError::invalid("node_id", "must be greater than 0").into());
         }
         check_addr(&r.addr)?;
-        if !r.datacenter.is_empty() {
-            // Located (and checked against every project) before it receives any data.
-            self.locate(r.node_id, &r.datacenter).await?;
+        if r.datacenter.is_empty() {
+            return Err(ApiError::invalid(
+                "datacenter",
+                "must name the datacenter the new server runs in: it will hold every project's metadata, so it is checked against every project's policy before it receives any entry",
+            )
+            .into());
         }
-        self.node
+        // Located (and checked against every project) before it receives any data.
+        self.locate(r.node_id, &r.datacenter).await?;
+        let added = self
+            .node
             .submit(Proposal::AddLearner {
                 node_id: r.node_id,
                 addr: r.addr,
             })
-            .await?;
+            .await;
+        if let Err(e) = added {
+            if !self.node.members().contains_key(&r.node_id) {
+                // A location for a server that never joined would bind future policies.
+                let forget = andromede_store::Command::ForgetReplica { node_id: r.node_id };
+                if let Err(f) = self.node.submit(Proposal::Cmd(forget)).await {
+                    tracing::warn!(node_id = r.node_id, error = %f, "could not forget the location of a server that did not join");
+                }
+            }
+            return Err(e.into());
+        }
         Ok(Response::new(Api::status(self)))
     }
 

@@ -1,5 +1,6 @@
 //! ComputeService: instances (placed by the leader's scheduler) and server groups.
 
+use super::paging::Page;
 use super::{check, find, list_in_project, meta, project_id, stale, upper, Api};
 use crate::error::ApiError;
 use crate::node::Proposal;
@@ -48,13 +49,15 @@ pub fn check_within_policy(
 ) -> Result<(), ApiError> {
     let pol = p.policy.clone().unwrap_or_default();
     policy::check_narrowing(&pol, c, |id| s.datacenters.get(id)).map_err(|w| {
-        ApiError::Precondition(format!(
-            "{}: {} is outside the sovereignty policy of project {} ({}); a request may only narrow its project's policy",
-            w.field,
-            w.value,
-            p.meta().name,
-            w.policy
-        ))
+        ApiError::refused(
+            &w.field,
+            format!(
+                "{} is outside the sovereignty policy of project {} ({}); a request may only narrow its project's policy",
+                w.value,
+                p.meta().name,
+                w.policy
+            ),
+        )
     })
 }
 
@@ -112,9 +115,9 @@ impl ComputeService for Api {
             let group = if r.server_group.is_empty() {
                 String::new()
             } else {
-                match s.find::<ServerGroup>(&pid, &r.server_group) {
-                    Some(g) if g.meta().project_id == pid => g.meta().id.clone(),
-                    _ => {
+                match super::project_group(s, &pid, &r.server_group) {
+                    Some(g) => g.meta().id.clone(),
+                    None => {
                         v.add(
                             "server_group",
                             format!("server group {:?} does not exist", r.server_group),
@@ -160,12 +163,18 @@ impl ComputeService for Api {
 
     async fn list_instances(&self, r: Request<ListRequest>) -> R<ListInstancesResponse> {
         let r = r.into_inner();
-        let instances = self
+        let page = Page::new(r.page_size, &r.page_token)?;
+        let (mut instances, next_page_token) = self
             .read(stale(&r.read), |s| {
-                list_in_project::<Instance>(s, &r.project)
+                list_in_project::<Instance>(s, &r.project, &page)
             })
             .await??;
-        Ok(Response::new(ListInstancesResponse { instances }))
+        // User-data can be large (and secret): only GetInstance returns it.
+        instances.iter_mut().for_each(|i| i.user_data.clear());
+        Ok(Response::new(ListInstancesResponse {
+            instances,
+            next_page_token,
+        }))
     }
 
     async fn start_instance(&self, r: Request<InstanceActionRequest>) -> R<Instance> {
@@ -276,12 +285,16 @@ impl ComputeService for Api {
 
     async fn list_server_groups(&self, r: Request<ListRequest>) -> R<ListServerGroupsResponse> {
         let r = r.into_inner();
-        let server_groups = self
+        let page = Page::new(r.page_size, &r.page_token)?;
+        let (server_groups, next_page_token) = self
             .read(stale(&r.read), |s| {
-                list_in_project::<ServerGroup>(s, &r.project)
+                list_in_project::<ServerGroup>(s, &r.project, &page)
             })
             .await??;
-        Ok(Response::new(ListServerGroupsResponse { server_groups }))
+        Ok(Response::new(ListServerGroupsResponse {
+            server_groups,
+            next_page_token,
+        }))
     }
 
     async fn delete_server_group(&self, r: Request<DeleteRequest>) -> R<DeleteResponse> {

@@ -83,10 +83,14 @@ impl IdentityService for Api {
 
     async fn list_projects(&self, r: Request<ListRequest>) -> R<ListProjectsResponse> {
         let r = r.into_inner();
-        let projects = self
-            .read(stale(&r.read), |s| s.projects.values().cloned().collect())
+        let page = super::paging::Page::new(r.page_size, &r.page_token)?;
+        let (projects, next_page_token) = self
+            .read(stale(&r.read), |s| page.take(s.projects.values()))
             .await?;
-        Ok(Response::new(ListProjectsResponse { projects }))
+        Ok(Response::new(ListProjectsResponse {
+            projects,
+            next_page_token,
+        }))
     }
 
     async fn delete_project(&self, r: Request<DeleteRequest>) -> R<DeleteResponse> {
@@ -111,7 +115,7 @@ impl IdentityService for Api {
             .read(stale(&r.read), |s| {
                 let pid = super::project_id(s, "project", &r.project)?;
                 let project = s.projects.get(&pid).cloned().ok_or_else(|| {
-                    ApiError::NotFound(format!("project {:?} not found", r.project))
+                    ApiError::missing("project", format!("project {:?} not found", r.project))
                 })?;
                 Ok::<_, ApiError>(compliance(s, &project, &members))
             })
@@ -140,21 +144,18 @@ fn row(
         datacenter_id: dc_id.into(),
         ..Default::default()
     };
-    let Some(dc) = s.datacenters.get(dc_id) else {
-        row.reason = if dc_id.is_empty() {
-            "location not declared (cloudctl cluster locate): where it keeps data cannot be shown"
-                .into()
-        } else {
-            format!("datacenter {dc_id} is unknown")
-        };
-        return row;
-    };
-    let op = dc.operator.clone().unwrap_or_default();
-    row.datacenter_name = dc.meta().name.clone();
-    row.country = dc.country.clone();
-    row.operator = format!("{} ({}, parent {})", op.name, op.country, op.parent_country);
-    match andromede_model::policy::check(pol, dc) {
+    let dc = s.datacenters.get(dc_id);
+    if let Some(dc) = dc {
+        let op = dc.operator.clone().unwrap_or_default();
+        row.datacenter_name = dc.meta().name.clone();
+        row.country = dc.country.clone();
+        row.operator = format!("{} ({}, parent {})", op.name, op.country, op.parent_country);
+    }
+    match andromede_model::policy::verdict(pol, dc_id, dc) {
         Ok(()) => row.compliant = true,
+        Err(d @ andromede_model::policy::Denial::NotLocated) => {
+            row.reason = format!("{d} (declare it with cloudctl cluster locate)")
+        }
         Err(d) => row.reason = d.to_string(),
     }
     row

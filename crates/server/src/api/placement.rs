@@ -55,9 +55,12 @@ impl PlacementService for Api {
             let group = if r.server_group.is_empty() {
                 None
             } else {
-                let g = s.find::<ServerGroup>(&pid, &r.server_group).cloned();
+                let g = super::project_group(s, &pid, &r.server_group);
                 if g.is_none() {
-                    v.add("server_group", "does not exist");
+                    v.add(
+                        "server_group",
+                        format!("server group {:?} does not exist", r.server_group),
+                    );
                 }
                 g.and_then(|g| s.group_rule(&g.meta().id))
             };

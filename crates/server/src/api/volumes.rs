@@ -1,6 +1,7 @@
 //! VolumeService: host-local volumes, placed under the project's policy like instances.
 
 use super::compute::{check_within_policy, resolve_constraints};
+use super::paging::Page;
 use super::{check, find, list_in_project, meta, project_id, stale, Api};
 use crate::error::ApiError;
 use crate::node::Proposal;
@@ -32,7 +33,10 @@ impl Api {
                         .filter(|i| i.meta().project_id == vol.meta().project_id)
                         .map(|i| i.meta().id.clone())
                         .ok_or_else(|| {
-                            ApiError::NotFound(format!("instance {instance:?} not found"))
+                            ApiError::missing(
+                                "instance",
+                                format!("instance {instance:?} not found"),
+                            )
                         })?
                 };
                 Ok((vol, inst_id))
@@ -111,10 +115,16 @@ impl VolumeService for Api {
 
     async fn list_volumes(&self, r: Request<ListRequest>) -> R<ListVolumesResponse> {
         let r = r.into_inner();
-        let volumes = self
-            .read(stale(&r.read), |s| list_in_project::<Volume>(s, &r.project))
+        let page = Page::new(r.page_size, &r.page_token)?;
+        let (volumes, next_page_token) = self
+            .read(stale(&r.read), |s| {
+                list_in_project::<Volume>(s, &r.project, &page)
+            })
             .await??;
-        Ok(Response::new(ListVolumesResponse { volumes }))
+        Ok(Response::new(ListVolumesResponse {
+            volumes,
+            next_page_token,
+        }))
     }
 
     async fn delete_volume(&self, r: Request<DeleteRequest>) -> R<Volume> {
