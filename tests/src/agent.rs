@@ -238,8 +238,13 @@ impl Clients {
 
 /// Runs `cloudctl` against `endpoint` with the test token; returns (success, stdout, stderr).
 pub fn cloudctl(endpoint: &str, args: &[&str]) -> (bool, String, String) {
+    cloudctl_as(endpoint, crate::TOKEN, args)
+}
+
+/// Runs `cloudctl` against `endpoint` with `token`; returns (success, stdout, stderr).
+pub fn cloudctl_as(endpoint: &str, token: &str, args: &[&str]) -> (bool, String, String) {
     let out = Command::new(bin("cloudctl"))
-        .args(["--endpoint", endpoint, "--token", crate::TOKEN])
+        .args(["--endpoint", endpoint, "--token", token])
         .args(args)
         .output()
         .unwrap();

@@ -304,11 +304,26 @@ async fn agent_killed_mid_create_converges_to_one_instance() {
     .await;
     let i = create(&mut c, "db-1", "x").await;
     let iid = id(&i);
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Killed only once the agent has the create in hand (its define hangs 5 s from then).
+    andromede_tests::agent::eventually("the agent to receive the create", T, || {
+        let log = a.log();
+        let ok = log
+            .lines()
+            .any(|l| l.contains("instance received") && l.contains(&iid));
+        async move {
+            if ok {
+                Ok(())
+            } else {
+                Err(format!("agent log:\n{log}"))
+            }
+        }
+    })
+    .await;
     a.kill9();
-    assert_ne!(
-        instance_state(&c.get_instance(&iid).await.unwrap()),
-        InstanceState::Running
+    let cut = instance_state(&c.get_instance(&iid).await.unwrap());
+    assert!(
+        matches!(cut, InstanceState::Scheduled | InstanceState::Creating),
+        "interrupted mid-create, yet {cut:?}"
     );
     a.start(None, &[]);
     c.wait_instance(&iid, InstanceState::Running, T).await;

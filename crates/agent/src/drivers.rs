@@ -29,6 +29,12 @@ pub struct LibvirtArgs {
     /// The qemu-img binary (overlays and volumes).
     #[arg(long, default_value = "qemu-img")]
     pub qemu_img: PathBuf,
+    /// PEM file of CA certificates trusted for https:// image sources, on top of the system's.
+    #[arg(long, value_name = "PEM")]
+    pub image_ca_file: Option<PathBuf>,
+    /// Largest image file a host downloads, in GiB.
+    #[arg(long, default_value_t = 64)]
+    pub image_max_gib: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -61,6 +67,11 @@ pub fn libvirt(a: &LibvirtArgs) -> Result<Arc<dyn Hypervisor>, DriverError> {
         network: a.libvirt_network.clone(),
         accel,
         qemu_img: a.qemu_img.clone(),
+        fetch: crate::hypervisor::libvirt::fetch::FetchConfig {
+            ca_file: a.image_ca_file.clone(),
+            max_bytes: a.image_max_gib.saturating_mul(1 << 30),
+            ..Default::default()
+        },
     };
     Ok(Arc::new(LibvirtDriver::connect(cfg)?))
 }

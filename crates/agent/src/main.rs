@@ -24,9 +24,14 @@ struct Args {
         long = "server",
         env = "ANDROMEDE_SERVERS",
         value_delimiter = ',',
-        required = true
+        required_unless_present = "delete_orphan"
     )]
     servers: Vec<String>,
+    /// Confirms the deletion of a quarantined orphan (a guest or volume id that `cloudctl host
+    /// orphans` lists) and exits: the running agent of this --state-dir deletes it on its next
+    /// scan. Repeatable.
+    #[arg(long, value_name = "ID")]
+    delete_orphan: Vec<String>,
     /// Where the host identity is kept.
     #[arg(long, default_value = "/var/lib/andromede/agent")]
     state_dir: PathBuf,
@@ -36,8 +41,9 @@ struct Args {
     /// Name of this host in the region (defaults to the machine's hostname).
     #[arg(long)]
     hostname: Option<String>,
-    /// Hypervisor driver: libvirt, fake, or auto (libvirt when it works, else fake, saying so).
-    #[arg(long, default_value = "auto", value_parser = ["auto", "libvirt", "fake"])]
+    /// Hypervisor driver: libvirt (real guests), or fake (simulated guests, for tests and
+    /// benchmarks only). An unusable libvirt stops the agent, saying why.
+    #[arg(long, default_value = "libvirt", value_parser = ["libvirt", "fake"])]
     driver: String,
     #[command(flatten)]
     libvirt: andromede_agent::drivers::LibvirtArgs,
@@ -71,6 +77,9 @@ struct Args {
     log_format: String,
 }
 
+/// The file under --state-dir where operators confirm orphan deletions.
+const CONFIRMATIONS: &str = "confirmed-orphan-deletions";
+
 fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|s| s.trim().to_string())
@@ -97,18 +106,10 @@ fn fake(a: &Args) -> Arc<dyn Hypervisor> {
 fn driver(a: &Args) -> anyhow::Result<Arc<dyn Hypervisor>> {
     match a.driver.as_str() {
         "fake" => Ok(fake(a)),
-        "libvirt" => andromede_agent::drivers::libvirt(&a.libvirt).context("libvirt driver"),
-        _ => match andromede_agent::drivers::libvirt(&a.libvirt) {
-            Ok(d) => Ok(d),
-            Err(e) => {
-                tracing::warn!(
-                    error = %e,
-                    "libvirt is not usable here; using the fake driver (guests are simulated)"
-                );
-                eprintln!("andromede-agent: libvirt is not usable ({e}); using the FAKE driver: guests are simulated, not real VMs");
-                Ok(fake(a))
-            }
-        },
+        _ => andromede_agent::drivers::libvirt(&a.libvirt).context(
+            "the libvirt driver is not usable (fix libvirt, see scripts/setup-libvirt.sh; \
+             --driver fake runs simulated guests for tests)",
+        ),
     }
 }
 
@@ -117,13 +118,23 @@ async fn main() -> anyhow::Result<()> {
     let a = Args::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Logs go to stderr, like the server's: stdout is for what a command prints.
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if a.log_format == "json" {
-        tracing_subscriber::fmt()
-            .json()
-            .with_env_filter(filter)
-            .init();
+        logs.json().init();
     } else {
-        tracing_subscriber::fmt().with_env_filter(filter).init();
+        logs.init();
+    }
+    let confirmations = a.state_dir.join(CONFIRMATIONS);
+    if !a.delete_orphan.is_empty() {
+        for id in &a.delete_orphan {
+            andromede_agent::reconcile::confirm_deletion(&confirmations, id)
+                .with_context(|| format!("writing {}", confirmations.display()))?;
+            println!("deletion of orphan {id} confirmed: the running agent deletes it within --resync-secs if it is quarantined here");
+        }
+        return Ok(());
     }
     anyhow::ensure!(a.heartbeat_secs > 0, "--heartbeat-secs must be at least 1");
     let hv = driver(&a)?;
@@ -166,6 +177,8 @@ async fn main() -> anyhow::Result<()> {
         ..Default::default()
     };
     let (rec, reports) = Reconciler::new(hv.clone(), timing);
+    rec.set_host_id(&id.host_id);
+    rec.set_confirmations(confirmations);
     tracing::info!(host = %id.host_id, driver = hv.driver(), "agent running");
     let link = session::Link {
         servers: a.servers.clone(),

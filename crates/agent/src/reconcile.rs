@@ -5,11 +5,13 @@
 
 use crate::hypervisor::{FileSource, HvError, Hypervisor, ImageSpec, PowerState, VmSpec};
 use andromede_api::v1::{
-    DesiredState, Image, Instance, InstanceReport, InstanceState as IS, PowerIntent, Volume,
-    VolumeReport, VolumeState as VS,
+    DesiredState, HostOrphans, Image, Instance, InstanceReport, InstanceState as IS, Orphan,
+    PowerIntent, Volume, VolumeReport, VolumeState as VS,
 };
 use std::collections::{BTreeSet, HashMap};
-use std::sync::{Arc, Mutex};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 
@@ -18,6 +20,8 @@ use tokio::sync::{mpsc, watch};
 pub enum Report {
     Instance(InstanceReport),
     Volume(VolumeReport),
+    /// Everything quarantined on the host now.
+    Orphans(HostOrphans),
 }
 
 /// Tuning of the convergence loops.
@@ -57,6 +61,16 @@ pub struct Reconciler {
     /// The last report sent per resource, so an unchanged observation is repeated once a minute
     /// at most (instead of on every pass) while the control plane has not taken it in yet.
     reported: Mutex<HashMap<String, Reported>>,
+    /// The instance and volume ids the control plane lists for this host: the last full state
+    /// and the changes since. `None` until a first full state arrived (nothing is judged before).
+    listed: Mutex<Option<(BTreeSet<String>, BTreeSet<String>)>>,
+    /// This host's id, to tell guests of another enrollment of the machine from its own.
+    host_id: Mutex<String>,
+    /// The file where an operator confirms the deletion of orphans (one id per line).
+    confirmations: Mutex<Option<PathBuf>>,
+    /// The orphan list last sent; `None` makes the next scan send it again.
+    orphans_sent: Mutex<Option<HostOrphans>>,
+    scanning: AtomicBool,
 }
 
 /// The last report about one resource: (its generation then, the state reported) and when.
@@ -144,6 +158,41 @@ pub fn vm_spec(i: &Instance, img: &Image) -> VmSpec {
         image: image_spec(img),
         user_data: i.user_data.clone(),
         ssh_keys: i.ssh_keys.clone(),
+        host_id: i.host_id.clone(),
+    }
+}
+
+/// The ids an operator confirmed for deletion in `path` (one per line, `#` comments).
+pub fn read_confirmations(path: &std::path::Path) -> BTreeSet<String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(String::from)
+        .collect()
+}
+
+/// Adds `id` to the confirmations in `path`; the running agent deletes that orphan on its next
+/// scan (and drops the line).
+pub fn confirm_deletion(path: &std::path::Path, id: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)?;
+    writeln!(f, "{id}")
+}
+
+fn orphan(kind: &str, id: &str, reason: &str, owner: &str) -> Orphan {
+    Orphan {
+        kind: kind.into(),
+        id: id.into(),
+        reason: reason.into(),
+        owner_host_id: owner.into(),
     }
 }
 
@@ -180,8 +229,23 @@ impl Reconciler {
             instances: Mutex::new(HashMap::new()),
             volumes: Mutex::new(HashMap::new()),
             reported: Mutex::new(HashMap::new()),
+            listed: Mutex::new(None),
+            host_id: Mutex::new(String::new()),
+            confirmations: Mutex::new(None),
+            orphans_sent: Mutex::new(None),
+            scanning: AtomicBool::new(false),
         });
         (r, rx)
+    }
+
+    /// This host's id, as enrolled.
+    pub fn set_host_id(&self, id: &str) {
+        *lock(&self.host_id) = id.to_string();
+    }
+
+    /// Where an operator confirms orphan deletions (see [`confirm_deletion`]).
+    pub fn set_confirmations(&self, path: PathBuf) {
+        *lock(&self.confirmations) = Some(path);
     }
 
     pub fn hypervisor(&self) -> Arc<dyn Hypervisor> {
@@ -218,8 +282,24 @@ impl Reconciler {
                 imgs.insert(id, img.clone());
             }
         }
+        {
+            let mut listed = lock(&self.listed);
+            let (li, lv) = listed.get_or_insert_with(Default::default);
+            if d.full {
+                li.clear();
+                lv.clear();
+            }
+            li.extend(d.instances.iter().map(id_of));
+            lv.extend(d.volumes.iter().map(vid_of));
+            for id in &d.removed_instances {
+                li.remove(id);
+            }
+            for id in &d.removed_volumes {
+                lv.remove(id);
+            }
+        }
         if d.full {
-            self.forget_all_but(&d).await;
+            self.set_aside_unlisted(&d);
         }
         for i in d.instances {
             let id = id_of(&i);
@@ -235,46 +315,136 @@ impl Reconciler {
         for id in d.removed_volumes {
             self.push_volume(id, None);
         }
+        if d.full {
+            self.scan_orphans().await;
+            if !self.scanning.swap(true, Ordering::SeqCst) {
+                tokio::spawn(Self::scan_loop(Arc::downgrade(self), self.timing.resync));
+            }
+        }
     }
 
-    /// On a full state: anything managed here and not listed is removed (what was deleted
-    /// while this agent was away or down).
-    async fn forget_all_but(self: &Arc<Self>, d: &DesiredState) {
+    /// Actors of resources a full state no longer lists stop without deleting anything: what
+    /// they managed is quarantined by the next scan instead.
+    fn set_aside_unlisted(&self, d: &DesiredState) {
         let want_i: BTreeSet<String> = d.instances.iter().map(id_of).collect();
         let want_v: BTreeSet<String> = d.volumes.iter().map(vid_of).collect();
-        let mut gone_i: BTreeSet<String> = lock(&self.instances)
-            .keys()
-            .filter(|k| !want_i.contains(*k))
-            .cloned()
-            .collect();
-        let mut gone_v: BTreeSet<String> = lock(&self.volumes)
-            .keys()
-            .filter(|k| !want_v.contains(*k))
-            .cloned()
-            .collect();
-        match self.call(|hv| hv.list()).await {
-            Ok(doms) => gone_i.extend(
-                doms.into_iter()
-                    .map(|d| d.id)
-                    .filter(|id| !want_i.contains(id)),
-            ),
-            Err(e) => tracing::warn!(error = %e, "cannot list guests"),
+        // Dropping an actor's sender ends it at its next wait; a pending delete (an explicit
+        // removal) is let finish.
+        lock(&self.instances).retain(|id, tx| want_i.contains(id) || tx.borrow().is_none());
+        lock(&self.volumes).retain(|id, tx| want_v.contains(id) || tx.borrow().is_none());
+    }
+
+    async fn scan_loop(me: Weak<Self>, every: Duration) {
+        loop {
+            tokio::time::sleep(every).await;
+            let Some(me) = me.upgrade() else { return };
+            me.scan_orphans().await;
         }
-        match self.call(|hv| hv.list_volumes()).await {
-            Ok(vols) => gone_v.extend(
-                vols.into_iter()
-                    .map(|v| v.id)
-                    .filter(|id| !want_v.contains(id)),
-            ),
-            Err(e) => tracing::warn!(error = %e, "cannot list volumes"),
+    }
+
+    /// Finds what is on the host and not listed by the control plane, and sets it aside: never
+    /// deleted here unless that id is removed explicitly or an operator confirmed it. Guests
+    /// tagged with another host's id are listed and left alone. Reports the list when it changed.
+    pub async fn scan_orphans(self: &Arc<Self>) {
+        let Some((want_i, want_v)) = lock(&self.listed).clone() else {
+            return;
+        };
+        let (doms, vols) = match self.call(|hv| Ok((hv.list()?, hv.list_volumes()?))).await {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot list guests and volumes for orphans");
+                return;
+            }
+        };
+        let me = lock(&self.host_id).clone();
+        let confirm_path = lock(&self.confirmations).clone();
+        let mut confirmed = confirm_path
+            .as_deref()
+            .map(read_confirmations)
+            .unwrap_or_default();
+        let mut items = Vec::new();
+        for d in doms {
+            if want_i.contains(&d.id) {
+                if d.quarantined {
+                    tracing::info!(instance = %d.id, "listed again: quarantine lifted");
+                    let _ = self.call_id(&d.id, |hv, id| hv.release(id)).await;
+                }
+                continue;
+            }
+            // An actor still holds it: a change that just arrived, or a delete in flight.
+            if lock(&self.instances).contains_key(&d.id) {
+                continue;
+            }
+            if !d.owner.is_empty() && !me.is_empty() && d.owner != me {
+                items.push(orphan(
+                    "instance",
+                    &d.id,
+                    &format!("tagged with host {}, not this one: left as it is", d.owner),
+                    &d.owner,
+                ));
+                continue;
+            }
+            if confirmed.remove(&d.id) {
+                tracing::warn!(instance = %d.id, "deleting an orphan guest, as an operator confirmed");
+                self.push_instance(d.id, None);
+                continue;
+            }
+            if !d.quarantined || d.state == PowerState::Running {
+                tracing::warn!(instance = %d.id, "a guest the control plane does not list: stopped and quarantined, not deleted");
+                if let Err(e) = self.call_id(&d.id, |hv, id| hv.quarantine(id)).await {
+                    tracing::warn!(instance = %d.id, error = %e, "cannot quarantine guest");
+                }
+            }
+            items.push(orphan(
+                "instance",
+                &d.id,
+                "not in this host's desired state: stopped and quarantined",
+                "",
+            ));
         }
-        for id in gone_i {
-            tracing::info!(instance = %id, "removing a guest the control plane no longer knows");
-            self.push_instance(id, None);
+        for v in vols {
+            if want_v.contains(&v.id) {
+                if v.quarantined {
+                    let _ = self.call_id(&v.id, |hv, id| hv.release_volume(id)).await;
+                }
+                continue;
+            }
+            if lock(&self.volumes).contains_key(&v.id) {
+                continue;
+            }
+            if confirmed.remove(&v.id) {
+                tracing::warn!(volume = %v.id, "deleting an orphan volume, as an operator confirmed");
+                self.push_volume(v.id, None);
+                continue;
+            }
+            if !v.quarantined {
+                tracing::warn!(volume = %v.id, "a volume the control plane does not list: quarantined, not deleted");
+                if let Err(e) = self.call_id(&v.id, |hv, id| hv.quarantine_volume(id)).await {
+                    tracing::warn!(volume = %v.id, error = %e, "cannot quarantine volume");
+                }
+            }
+            items.push(orphan(
+                "volume",
+                &v.id,
+                "not in this host's desired state: quarantined",
+                "",
+            ));
         }
-        for id in gone_v {
-            tracing::info!(volume = %id, "removing a volume the control plane no longer knows");
-            self.push_volume(id, None);
+        if let Some(path) = confirm_path.filter(|p| p.exists()) {
+            // A confirmation is for an orphan seen now; anything else is dropped, never kept
+            // for a later one.
+            for id in &confirmed {
+                tracing::warn!(id = %id, "deletion confirmed for something that is not an orphan here: ignored");
+            }
+            if let Err(e) = std::fs::remove_file(&path) {
+                tracing::warn!(file = %path.display(), error = %e, "cannot clear confirmations");
+            }
+        }
+        let now = HostOrphans { items };
+        let mut sent = lock(&self.orphans_sent);
+        if sent.as_ref() != Some(&now) {
+            *sent = Some(now.clone());
+            let _ = self.reports.send(Report::Orphans(now));
         }
     }
 
@@ -293,6 +463,7 @@ impl Reconciler {
     /// Forgets what was reported: after a (re)connect everything is said again at once.
     pub fn resend_all(&self) {
         lock(&self.reported).clear();
+        *lock(&self.orphans_sent) = None;
     }
 
     /// Whether a report is due: `what` is (the resource's generation, the observed state), so
@@ -335,6 +506,7 @@ impl Reconciler {
         id: String,
         mut rx: watch::Receiver<Option<Instance>>,
     ) {
+        tracing::info!(instance = %id, "instance received");
         let mut rebooted: Option<u64> = None;
         let dispatched = Instant::now();
         let mut announced_running = false;

@@ -270,6 +270,11 @@ async fn one_session(
                     match r {
                         Report::Instance(i) => batch.instances.push(i),
                         Report::Volume(v) => batch.volumes.push(v),
+                        Report::Orphans(o) => {
+                            if out.send(AgentMessage { msg: Some(agent_message::Msg::Orphans(o)) }).await.is_err() {
+                                return Ok(Ended::Closed("outbound stream closed".into()));
+                            }
+                        }
                     }
                 }
                 if out.send(AgentMessage { msg: Some(agent_message::Msg::Reports(batch)) }).await.is_err() {

@@ -189,6 +189,7 @@ fn libvirt_driver_runs_a_real_guest() {
         image: image.clone(),
         user_data: user_data.clone(),
         ssh_keys: vec!["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAItest test@andromede".into()],
+        host_id: "host-test".into(),
     };
 
     let t0 = Instant::now();
@@ -326,4 +327,159 @@ fn libvirt_driver_runs_a_real_guest() {
     hv.delete_volume(&vol).unwrap();
     assert!(!cfg.pool_dir.join(format!("vol-{vol}.qcow2")).exists());
     assert!(!hv.list_volumes().unwrap().iter().any(|s| s.id == vol));
+}
+
+fn pool_path(name: &str) -> String {
+    let (_, xml) = virsh(&["pool-dumpxml", name]);
+    xml.split("<path>")
+        .nth(1)
+        .and_then(|r| r.split("</path>").next())
+        .unwrap_or_default()
+        .to_string()
+}
+
+fn drop_pool(name: &str) {
+    let _ = virsh(&["pool-destroy", name]);
+    let _ = virsh(&["pool-undefine", name]);
+}
+
+/// A driver on its own pool under `dir`.
+fn driver_in(dir: &Path, pool: &str) -> LibvirtDriver {
+    LibvirtDriver::connect(LibvirtConfig {
+        pool_name: pool.into(),
+        pool_dir: dir.join("pool"),
+        console_dir: dir.join("console"),
+        ..LibvirtConfig::default()
+    })
+    .unwrap()
+}
+
+#[test]
+fn pool_paths_are_absolute_and_misplaced_pools_fixed_or_refused() {
+    let tag = uuid::Uuid::new_v4().simple().to_string()[..8].to_string();
+    let name = format!("andromede-test-rel-{tag}");
+    // What an older agent left: the pool defined at a relative path libvirtd cannot open.
+    let rel = format!("andromede-rel-{tag}/pool");
+    let (ok, _) = virsh(&["pool-define-as", &name, "dir", "--target", &rel]);
+    assert!(ok, "pool-define-as");
+    // Relative to the working directory, as `andromede-data` is for the dev cloud.
+    let dir = tempfile::tempdir_in(".").unwrap();
+    let cwd_rel = PathBuf::from(dir.path().file_name().unwrap());
+    assert!(cwd_rel.is_relative());
+    let r = LibvirtDriver::connect(LibvirtConfig {
+        pool_name: name.clone(),
+        pool_dir: cwd_rel.join("pool"),
+        console_dir: cwd_rel.join("console"),
+        ..LibvirtConfig::default()
+    });
+    let at = pool_path(&name);
+    drop_pool(&name);
+    let hv = r.unwrap();
+    let want = dir.path().canonicalize().unwrap().join("pool");
+    assert_eq!(hv.config().pool_dir, want);
+    assert_eq!(
+        Path::new(&at),
+        want,
+        "the empty pool is redefined where asked"
+    );
+    assert!(hv.config().console_dir.is_absolute());
+
+    // A pool elsewhere that holds files is never moved: refused with the fix.
+    let name2 = format!("andromede-test-busy-{tag}");
+    let busy = tempfile::tempdir().unwrap();
+    std::fs::write(busy.path().join("vol-x.qcow2"), b"data").unwrap();
+    let (ok, _) = virsh(&[
+        "pool-define-as",
+        &name2,
+        "dir",
+        "--target",
+        &busy.path().display().to_string(),
+    ]);
+    assert!(ok, "pool-define-as");
+    let other = tempfile::tempdir().unwrap();
+    let r = LibvirtDriver::connect(LibvirtConfig {
+        pool_name: name2.clone(),
+        pool_dir: other.path().join("pool"),
+        console_dir: other.path().join("console"),
+        ..LibvirtConfig::default()
+    });
+    let at2 = pool_path(&name2);
+    drop_pool(&name2);
+    let e = r
+        .err()
+        .expect("a non-empty pool elsewhere is refused")
+        .to_string();
+    assert!(e.contains(&format!("pool-undefine {name2}")), "{e}");
+    assert_eq!(Path::new(&at2), busy.path(), "the busy pool is left alone");
+    assert!(busy.path().join("vol-x.qcow2").exists());
+}
+
+fn qemu_img(args: &[&str]) {
+    let out = Command::new("qemu-img").args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "qemu-img {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn sha256_of(path: &Path) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(std::fs::read(path).unwrap()))
+}
+
+#[test]
+fn images_with_backing_or_data_files_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let pool = format!(
+        "andromede-test-img-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    );
+    let hv = driver_in(dir.path(), &pool);
+    let base = dir.path().join("host-secret.raw");
+    std::fs::write(&base, vec![7u8; 65536]).unwrap();
+    let overlay = dir.path().join("overlay.qcow2");
+    let b = base.display().to_string();
+    let o = overlay.display().to_string();
+    qemu_img(&["create", "-q", "-f", "qcow2", "-F", "raw", "-b", &b, &o]);
+    let external = dir.path().join("external.qcow2");
+    let data = dir.path().join("external.data");
+    let x = external.display().to_string();
+    let d = format!("data_file={}", data.display());
+    qemu_img(&["create", "-q", "-f", "qcow2", "-o", &d, &x, "1M"]);
+    let plain = dir.path().join("plain.qcow2");
+    let p = plain.display().to_string();
+    qemu_img(&["create", "-q", "-f", "qcow2", &p, "1M"]);
+
+    let spec = |id: &str, path: &Path| ImageSpec {
+        id: id.into(),
+        format: "qcow2".into(),
+        disk: FileSource {
+            source: path.display().to_string(),
+            sha256: sha256_of(path),
+        },
+        kernel: None,
+        initrd: None,
+        cmdline: String::new(),
+    };
+    let r1 = hv.prepare_image(&spec("backed", &overlay));
+    let r2 = hv.prepare_image(&spec("external", &external));
+    let r3 = hv.prepare_image(&spec("plain", &plain));
+    drop_pool(&pool);
+    let e = r1.unwrap_err().to_string();
+    assert!(e.contains("backing file"), "{e}");
+    let e = r2.unwrap_err().to_string();
+    assert!(e.contains("external data file"), "{e}");
+    r3.unwrap();
+    let cached: Vec<String> = std::fs::read_dir(dir.path().join("pool"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        !cached
+            .iter()
+            .any(|n| n.contains("backed") || n.contains("external")),
+        "{cached:?}"
+    );
 }

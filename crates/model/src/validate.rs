@@ -160,6 +160,47 @@ impl Violations {
         }
     }
 
+    /// Where hosts fetch an image file from: required, at most 4096 bytes, and one of the
+    /// schemes the agent fetches (an absolute path, `file:///…`, `http://host…`, `https://host…`).
+    pub fn image_source(&mut self, field: &str, v: &str) {
+        const SUPPORTED: &str =
+            "an absolute path, file:///path, http://host/path or https://host/path";
+        if v.is_empty() {
+            self.add(field, format!("is required: {SUPPORTED}"));
+            return;
+        }
+        if v.len() > 4096 {
+            self.add(field, "must be at most 4096 bytes");
+            return;
+        }
+        if v.chars().any(|c| c.is_control() || c.is_whitespace()) {
+            self.add(field, "must not contain spaces or control characters");
+            return;
+        }
+        let ok = if let Some(path) = v.strip_prefix("file://") {
+            path.starts_with('/')
+        } else if let Some(rest) = v
+            .strip_prefix("http://")
+            .or_else(|| v.strip_prefix("https://"))
+        {
+            rest.split(['/', '?', '#'])
+                .next()
+                .is_some_and(|authority| !authority.is_empty())
+        } else {
+            v.starts_with('/')
+        };
+        if !ok {
+            let scheme = v.split_once("://").map(|(s, _)| s);
+            match scheme {
+                Some(s) if !matches!(s, "file" | "http" | "https") => self.add(
+                    field,
+                    format!("scheme {s}:// is not supported; use {SUPPORTED}"),
+                ),
+                _ => self.add(field, format!("must be {SUPPORTED}")),
+            }
+        }
+    }
+
     pub fn request_id(&mut self, field: &str, v: &str) {
         if v.len() > MAX_REQUEST_ID {
             self.add(
@@ -206,5 +247,34 @@ mod tests {
         v.ratio("r", -1.0);
         v.enum_value("state", false, false, 99);
         assert_eq!(v.0.len(), 6);
+    }
+
+    #[test]
+    fn image_sources_name_the_supported_schemes() {
+        let mut v = Violations::new();
+        for ok in [
+            "/srv/img/root.qcow2",
+            "file:///srv/img/root.qcow2",
+            "http://store.example:8080/root.qcow2",
+            "https://store.example/root.qcow2?v=2",
+        ] {
+            v.image_source("source", ok);
+        }
+        assert!(v.is_empty(), "{:?}", v.0);
+        v.image_source("source", "ftp://store.example/root.qcow2");
+        assert_eq!(v.0.len(), 1);
+        assert_eq!(v.0[0].field, "source");
+        assert!(
+            v.0[0].description.contains("ftp:// is not supported"),
+            "{:?}",
+            v.0
+        );
+        assert!(v.0[0].description.contains("https://"), "{:?}", v.0);
+        for bad in ["", "rel/root.qcow2", "file://host/x", "https:///x", "/a b"] {
+            let mut v = Violations::new();
+            v.image_source("kernel.source", bad);
+            assert_eq!(v.0.len(), 1, "{bad:?}");
+            assert_eq!(v.0[0].field, "kernel.source");
+        }
     }
 }

@@ -39,9 +39,9 @@ enum Cmd {
         /// Run no local agent, only simulated hosts.
         #[arg(long)]
         no_agent: bool,
-        /// The local agent's hypervisor driver: auto (libvirt when usable, else fake), libvirt
-        /// or fake.
-        #[arg(long, default_value = "auto", value_parser = ["auto", "libvirt", "fake"])]
+        /// The local agent's hypervisor driver: libvirt (real QEMU guests; the dev cloud stops
+        /// if libvirt is not usable), or fake (simulated guests).
+        #[arg(long, default_value = "libvirt", value_parser = ["libvirt", "fake"])]
         agent_driver: String,
         /// Where scripts/build-guest-image.sh put the test guest (registered as image `tiny`).
         #[arg(long, default_value = "target/guest")]
@@ -125,13 +125,28 @@ async fn main() -> anyhow::Result<()> {
             }
             let s = settings.load(config.as_deref())?;
             init_logs(s.log_format.as_deref());
-            let r = serve::resolve(s)?;
+            let mut r = serve::resolve(s)?;
+            // The data directory reaches libvirt through the local agent; libvirtd runs in `/`,
+            // so a relative path (the default `andromede-data`) would point elsewhere there.
+            std::fs::create_dir_all(&r.data_dir)?;
+            r.data_dir = std::fs::canonicalize(&r.data_dir)?;
+            let guest_dir = std::fs::canonicalize(&guest_dir).unwrap_or(guest_dir);
             let node = serve::start_node(&r).await?;
             let seeding = tokio::spawn(andromede_server::seed::seed(
                 node.clone(),
                 hosts,
                 Some(guest_dir),
             ));
+            let local = match &agent_bin {
+                Some(_) if agent_driver == "fake" => {
+                    "a local agent on the FAKE driver (guests are simulated, not real VMs)"
+                }
+                Some(_) => "a local agent on libvirt (real QEMU guests)",
+                None => "simulated hosts only (no local agent)",
+            };
+            // The agent ending (libvirt unusable, say) ends the dev cloud: it never carries on
+            // without the host it promised.
+            let (agent_done, agent_ended) = tokio::sync::oneshot::channel::<anyhow::Error>();
             let agent = agent_bin.map(|bin| {
                 let fut = andromede_server::seed::local_agent(
                     node.clone(),
@@ -142,19 +157,32 @@ async fn main() -> anyhow::Result<()> {
                 );
                 tokio::spawn(async move {
                     if let Err(e) = fut.await {
-                        tracing::error!(error = %e, "local agent");
+                        let _ = agent_done.send(e);
                     }
                 })
             });
             let endpoint = format!("http://{}", r.listen);
             eprintln!(
-                "\nAndromède is starting on {endpoint} (data in {}).\nPoint cloudctl at it:\n\n  export ANDROMEDE_ENDPOINT={endpoint}\n  export ANDROMEDE_TOKEN=<the token you gave, or andromede-dev-token>\n  cloudctl datacenter list\n",
+                "\nAndromède is starting on {endpoint} (data in {}) with {local}.\nPoint cloudctl at it:\n\n  export ANDROMEDE_ENDPOINT={endpoint}\n  export ANDROMEDE_TOKEN=<the token you gave, or andromede-dev-token>\n  cloudctl host list\n",
                 r.data_dir.display()
             );
-            let res = serve::serve(&r, node, shutdown_signal()).await;
+            let failure = std::sync::Arc::new(std::sync::Mutex::new(None::<anyhow::Error>));
+            let failed = failure.clone();
+            let stop = async move {
+                tokio::select! {
+                    _ = shutdown_signal() => {}
+                    Ok(e) = agent_ended => {
+                        *failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+                    }
+                }
+            };
+            let res = serve::serve(&r, node, stop).await;
             seeding.abort();
             if let Some(a) = agent {
                 a.abort();
+            }
+            if let Some(e) = failure.lock().unwrap_or_else(|p| p.into_inner()).take() {
+                return Err(e.context("the dev cloud stopped because its local agent stopped"));
             }
             res
         }

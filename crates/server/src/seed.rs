@@ -150,12 +150,17 @@ pub async fn local_agent(
     data_dir: PathBuf,
     driver: String,
 ) -> anyhow::Result<()> {
+    // Paths reach libvirtd, whose working directory is not ours.
+    anyhow::ensure!(
+        data_dir.is_absolute(),
+        "the local agent needs an absolute data directory, not {}",
+        data_dir.display()
+    );
     let state_dir = data_dir.join("agent");
     // One libvirt storage pool per dev cloud, so two data directories never share one.
-    let abs = std::fs::canonicalize(&data_dir).unwrap_or_else(|_| data_dir.clone());
     let pool = format!(
         "andromede-dev-{}",
-        &crate::agents::session::sha256_hex(&abs.display().to_string())[..8]
+        &crate::agents::session::sha256_hex(&data_dir.display().to_string())[..8]
     );
     let enrolled = state_dir.join("identity.json").exists();
     let mut cmd = tokio::process::Command::new(&agent_bin);

@@ -22,12 +22,14 @@ struct Guest {
     running_since: Option<Instant>,
     volumes: BTreeSet<String>,
     console: String,
+    quarantined: bool,
 }
 
 #[derive(Default)]
 struct Inner {
     guests: BTreeMap<String, Guest>,
     volumes: BTreeMap<String, u64>,
+    quarantined_volumes: BTreeSet<String>,
     images: BTreeSet<String>,
 }
 
@@ -69,6 +71,8 @@ impl FakeDriver {
             id: id.to_string(),
             state: self.state_of(g),
             volumes: g.volumes.iter().cloned().collect(),
+            owner: g.spec.host_id.clone(),
+            quarantined: g.quarantined,
         }
     }
 
@@ -136,6 +140,7 @@ impl Hypervisor for FakeDriver {
                 running_since: None,
                 volumes: BTreeSet::new(),
                 console: String::new(),
+                quarantined: false,
             });
         Ok(())
     }
@@ -182,13 +187,14 @@ impl Hypervisor for FakeDriver {
     }
 
     fn list_volumes(&self) -> HvResult<Vec<VolumeStatus>> {
-        Ok(self
-            .lock()
+        let inner = self.lock();
+        Ok(inner
             .volumes
             .iter()
             .map(|(id, size)| VolumeStatus {
                 id: id.clone(),
                 size_gib: *size,
+                quarantined: inner.quarantined_volumes.contains(id),
             })
             .collect())
     }
@@ -217,6 +223,7 @@ impl Hypervisor for FakeDriver {
             return Err(HvError::Failed(format!("volume {id} is attached")));
         }
         inner.volumes.remove(id);
+        inner.quarantined_volumes.remove(id);
         Ok(())
     }
 
@@ -249,6 +256,31 @@ impl Hypervisor for FakeDriver {
             b[b.len().saturating_sub(max_bytes)..].to_vec()
         })
     }
+
+    fn quarantine(&self, id: &str) -> HvResult<()> {
+        self.with_guest(id, |g| {
+            g.quarantined = true;
+            g.running_since = None;
+        })
+    }
+
+    fn release(&self, id: &str) -> HvResult<()> {
+        self.with_guest(id, |g| g.quarantined = false)
+    }
+
+    fn quarantine_volume(&self, id: &str) -> HvResult<()> {
+        let mut inner = self.lock();
+        if !inner.volumes.contains_key(id) {
+            return Err(HvError::NotFound(format!("volume {id}")));
+        }
+        inner.quarantined_volumes.insert(id.to_string());
+        Ok(())
+    }
+
+    fn release_volume(&self, id: &str) -> HvResult<()> {
+        self.lock().quarantined_volumes.remove(id);
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -276,6 +308,7 @@ mod tests {
             },
             user_data: "hello".into(),
             ssh_keys: vec![],
+            host_id: "h".into(),
         }
     }
 

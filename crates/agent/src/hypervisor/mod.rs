@@ -11,7 +11,8 @@ pub mod libvirt;
 
 use std::time::Duration;
 
-/// A file the host fetches once (a path, `file://` or `http://` URL) and verifies by SHA-256.
+/// A file the host fetches once (a path, `file://`, `http://` or `https://` URL) and verifies by
+/// SHA-256.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileSource {
     pub source: String,
@@ -45,6 +46,9 @@ pub struct VmSpec {
     pub image: ImageSpec,
     pub user_data: String,
     pub ssh_keys: Vec<String>,
+    /// The host the guest was placed on, tagged on it: a machine enrolled again under a new
+    /// identity tells its previous guests from its own.
+    pub host_id: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,6 +67,10 @@ pub struct DomainStatus {
     pub state: PowerState,
     /// Ids of the volumes attached to it.
     pub volumes: Vec<String>,
+    /// The host id the guest is tagged with (empty for guests defined before tagging).
+    pub owner: String,
+    /// Set aside by [`Hypervisor::quarantine`]: kept stopped, never started by the agent.
+    pub quarantined: bool,
 }
 
 /// One managed volume as the hypervisor sees it.
@@ -70,6 +78,8 @@ pub struct DomainStatus {
 pub struct VolumeStatus {
     pub id: String,
     pub size_gib: u64,
+    /// Set aside by [`Hypervisor::quarantine_volume`].
+    pub quarantined: bool,
 }
 
 /// What the host offers.
@@ -85,7 +95,10 @@ pub struct Inventory {
 pub enum HvError {
     #[error("{0} not found")]
     NotFound(String),
-    #[error("image {image}: checksum mismatch (expected sha256 {expected}, got {actual})")]
+    /// Both sums stay in the host's log; the message, which tenants see, names neither.
+    #[error(
+        "image {image}: checksum mismatch: the file does not have the SHA-256 the image declares"
+    )]
     Checksum {
         image: String,
         expected: String,
@@ -132,6 +145,14 @@ pub trait Hypervisor: Send + Sync + 'static {
     fn detach_volume(&self, vm: &str, volume: &str) -> HvResult<()>;
     /// The last `max_bytes` of the guest's serial console log.
     fn console_log(&self, id: &str, max_bytes: usize) -> HvResult<Vec<u8>>;
+    /// Sets a guest the control plane does not list aside instead of deleting it: tags it
+    /// quarantined, then cuts its power. Its disks and definition stay.
+    fn quarantine(&self, id: &str) -> HvResult<()>;
+    /// Clears the quarantine tag of a guest the control plane lists again.
+    fn release(&self, id: &str) -> HvResult<()>;
+    /// Tags a volume the control plane does not list as quarantined; its data stays.
+    fn quarantine_volume(&self, id: &str) -> HvResult<()>;
+    fn release_volume(&self, id: &str) -> HvResult<()>;
 }
 
 /// How long a graceful stop may take before the power is cut.

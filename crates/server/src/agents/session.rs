@@ -184,6 +184,41 @@ impl AgentApi {
         self.agents.observed(inst, vols);
     }
 
+    /// Records what the agent quarantined on its host, when that changed.
+    async fn orphans(&self, host: &str, mut o: andromede_api::v1::HostOrphans) {
+        // A host reports its own guests; keep the record bounded whatever it sends.
+        o.items.truncate(10_000);
+        let clip = |s: &mut String, max: usize| {
+            if s.len() > max {
+                let mut end = max;
+                while !s.is_char_boundary(end) {
+                    end -= 1;
+                }
+                s.truncate(end);
+            }
+        };
+        for x in &mut o.items {
+            clip(&mut x.kind, 16);
+            clip(&mut x.id, 128);
+            clip(&mut x.reason, 512);
+            clip(&mut x.owner_host_id, 128);
+        }
+        let orphans = (!o.items.is_empty()).then_some(o);
+        let same = self
+            .node
+            .read(|s| s.hosts.get(host).map(|h| h.orphans == orphans));
+        if same != Some(false) {
+            return;
+        }
+        let cmd = Command::HostOrphans {
+            id: host.to_string(),
+            orphans,
+        };
+        if let Err(e) = self.node.submit_local(Proposal::Cmd(cmd)).await {
+            tracing::warn!(%host, error = %e, "could not record the host's orphans");
+        }
+    }
+
     /// One agent's stream, until it ends, another stream replaces it or leadership moves.
     async fn run(
         self,
@@ -211,6 +246,7 @@ impl AgentApi {
                         match m.msg {
                             Some(agent_message::Msg::Reports(r)) => self.reports(&host, r),
                             Some(agent_message::Msg::ConsoleLog(c)) => self.agents.resolve_console(&host, c),
+                            Some(agent_message::Msg::Orphans(o)) => self.orphans(&host, o).await,
                             Some(agent_message::Msg::Heartbeat(_)) | None => {}
                             Some(agent_message::Msg::Hello(_)) => {
                                 break Some(Status::invalid_argument("hello sent twice on one stream"));

@@ -80,6 +80,8 @@ pub struct LibvirtConfig {
     pub accel: Accel,
     /// The `qemu-img` binary used for overlays and volumes.
     pub qemu_img: PathBuf,
+    /// How images are downloaded.
+    pub fetch: fetch::FetchConfig,
 }
 
 impl Default for LibvirtConfig {
@@ -92,6 +94,7 @@ impl Default for LibvirtConfig {
             network: "default".into(),
             accel: Accel::Auto,
             qemu_img: "qemu-img".into(),
+            fetch: fetch::FetchConfig::default(),
         }
     }
 }
@@ -133,6 +136,22 @@ fn io_err(context: impl std::fmt::Display, e: std::io::Error) -> HvError {
     HvError::Failed(format!("{context}: {e}"))
 }
 
+/// Creates `dir` if needed and returns its canonical (absolute, symlink-free) path.
+pub fn absolute_dir(dir: &Path) -> HvResult<PathBuf> {
+    fs::create_dir_all(dir).map_err(|e| io_err(dir.display(), e))?;
+    fs::canonicalize(dir).map_err(|e| io_err(dir.display(), e))
+}
+
+/// Whether a pool directory holds nothing. A relative path is resolved the way libvirtd
+/// resolves it (against `/`); a missing directory is empty.
+fn dir_is_empty(path: &str) -> bool {
+    let p = Path::new("/").join(path);
+    match fs::read_dir(&p) {
+        Ok(mut entries) => entries.next().is_none(),
+        Err(e) => e.kind() == std::io::ErrorKind::NotFound,
+    }
+}
+
 /// Ids become file and domain names: keep them to a safe alphabet.
 fn check_id(kind: &str, id: &str) -> HvResult<()> {
     let ok = !id.is_empty()
@@ -160,7 +179,11 @@ pub struct LibvirtDriver {
 }
 
 impl LibvirtDriver {
-    pub fn connect(cfg: LibvirtConfig) -> HvResult<Self> {
+    pub fn connect(mut cfg: LibvirtConfig) -> HvResult<Self> {
+        // libvirtd resolves paths against its own working directory (`/`), not ours: every
+        // path it is handed must be absolute.
+        cfg.pool_dir = absolute_dir(&cfg.pool_dir)?;
+        cfg.console_dir = absolute_dir(&cfg.console_dir)?;
         // libvirt's default callback prints every error, expected ones (no such domain)
         // included, to stderr.
         virt::error::clear_error_callback();
@@ -174,8 +197,6 @@ impl LibvirtDriver {
             conn: RwLock::new(Arc::new(conn)),
             vm_locks: Mutex::new(HashMap::new()),
         };
-        fs::create_dir_all(&driver.cfg.console_dir)
-            .map_err(|e| io_err(driver.cfg.console_dir.display(), e))?;
         driver.ensure_pool()?;
         driver.sweep_leftovers();
         Ok(driver)
@@ -251,20 +272,12 @@ impl LibvirtDriver {
                 let desc = pool
                     .xml_desc(0)
                     .map_err(|e| virt_err("storage pool description", e))?;
-                let at = target_path(&desc);
-                if at
-                    .as_deref()
-                    .is_some_and(|p| Path::new(p) != self.cfg.pool_dir)
-                {
-                    return Err(HvError::Failed(format!(
-                        "storage pool {} already exists at {}, not {}: use --libvirt-pool-dir {} or another --libvirt-pool",
-                        self.cfg.pool_name,
-                        at.unwrap_or_default(),
-                        self.cfg.pool_dir.display(),
-                        target_path(&desc).unwrap_or_default()
-                    )));
+                match target_path(&desc) {
+                    Some(at) if Path::new(&at) != self.cfg.pool_dir => {
+                        self.redefine_pool(&conn, pool, &desc, &at)?
+                    }
+                    _ => pool,
                 }
-                pool
             }
             Err(e) if is_code(&e, ErrorNumber::NoStoragePool) => {
                 fs::create_dir_all(&self.cfg.pool_dir)
@@ -289,6 +302,42 @@ impl LibvirtDriver {
                 .map_err(|e| virt_err("autostart storage pool", e))?;
         }
         Ok(pool)
+    }
+
+    /// A pool of our name defined at another path: redefined at `pool_dir` when it is a
+    /// directory pool holding nothing (a relative path, say, that libvirtd could never open),
+    /// refused otherwise with the commands that fix it.
+    fn redefine_pool(
+        &self,
+        conn: &Connect,
+        pool: StoragePool,
+        desc: &str,
+        at: &str,
+    ) -> HvResult<StoragePool> {
+        let name = &self.cfg.pool_name;
+        let active = pool.is_active().unwrap_or(false);
+        let no_volumes = !active || pool.num_of_volumes().is_ok_and(|n| n == 0);
+        let is_dir = desc.contains("type='dir'") || desc.contains("type=\"dir\"");
+        if !(is_dir && no_volumes && dir_is_empty(at)) {
+            return Err(HvError::Failed(format!(
+                "storage pool {name} already exists at {at}, not {want}, and is not empty: \
+                 keep it with --libvirt-pool-dir {at}, choose another --libvirt-pool, or move its \
+                 files to {want} and run `virsh -c {uri} pool-destroy {name}; virsh -c {uri} \
+                 pool-undefine {name}`",
+                want = self.cfg.pool_dir.display(),
+                uri = self.cfg.uri,
+            )));
+        }
+        tracing::warn!(pool = %name, from = %at, to = %self.cfg.pool_dir.display(), "redefining an empty storage pool at the configured directory");
+        if active {
+            pool.destroy()
+                .map_err(|e| virt_err("stop the misplaced storage pool", e))?;
+        }
+        pool.undefine()
+            .map_err(|e| virt_err("undefine the misplaced storage pool", e))?;
+        let xml = xml::dir_pool_xml(name, &self.cfg.pool_dir);
+        conn.define_storage_pool_xml(&xml, 0)
+            .map_err(|e| virt_err("define storage pool", e))
     }
 
     /// Lets libvirt notice files the driver created or removed behind its back.
@@ -359,8 +408,51 @@ impl LibvirtDriver {
             .ok_or_else(|| HvError::Failed(format!("qemu-img info {path_s}: no virtual-size")))
     }
 
-    /// Fetches one image file unless the cached copy was verified against the same checksum.
-    fn cache_file(&self, image_id: &str, part: &str, src: &super::FileSource) -> HvResult<PathBuf> {
+    /// Refuses a disk image that would make QEMU open any file but itself: a backing file or an
+    /// external data file in a crafted qcow2 could hand a guest a host file or another tenant's
+    /// volume. The image is read as its declared format, never probed.
+    fn inspect_image(&self, image_id: &str, format: &str, path: &Path) -> HvResult<()> {
+        let path_s = path.to_string_lossy();
+        let refuse = |why: &str| HvError::Failed(format!("image {image_id}: refused: {why}"));
+        let out = self
+            .qemu_img(&[
+                "info",
+                "--backing-chain",
+                "--output=json",
+                "-f",
+                format,
+                &path_s,
+            ])
+            .map_err(|e| {
+                tracing::warn!(image = %image_id, error = %e, "qemu-img info failed");
+                refuse(&format!("not a valid {format} image"))
+            })?;
+        let v: serde_json::Value = serde_json::from_str(&out)
+            .map_err(|_| refuse("qemu-img info gave no readable answer"))?;
+        let layers = v.as_array().cloned().unwrap_or_else(|| vec![v]);
+        if layers.len() != 1 {
+            return Err(refuse("it has a backing file"));
+        }
+        let info = &layers[0];
+        if info.get("backing-filename").is_some() || info.get("full-backing-filename").is_some() {
+            return Err(refuse("it has a backing file"));
+        }
+        let data = info.pointer("/format-specific/data");
+        if data.and_then(|d| d.get("data-file")).is_some() {
+            return Err(refuse("it has an external data file"));
+        }
+        Ok(())
+    }
+
+    /// Fetches one image file unless the cached copy was verified against the same checksum;
+    /// a disk (`format` given) is inspected before it is accepted.
+    fn cache_file(
+        &self,
+        image_id: &str,
+        part: &str,
+        src: &super::FileSource,
+        format: Option<&str>,
+    ) -> HvResult<PathBuf> {
         let dest = self.image_path(image_id, part);
         let stamp = self.image_path(image_id, &format!("{part}.sha256"));
         let expected = src.sha256.trim().to_ascii_lowercase();
@@ -371,14 +463,21 @@ impl LibvirtDriver {
             ".image-{image_id}.{part}.{}.part",
             uuid::Uuid::new_v4().simple()
         ));
-        let actual = fetch::fetch_to(&src.source, &tmp)?;
+        let actual = fetch::fetch_to(&self.cfg.fetch, &src.source, &tmp)?;
         if actual != expected {
             let _ = fs::remove_file(&tmp);
+            tracing::warn!(image = %image_id, part, %expected, %actual, "image checksum mismatch");
             return Err(HvError::Checksum {
                 image: image_id.to_string(),
                 expected,
                 actual,
             });
+        }
+        if let Some(format) = format {
+            if let Err(e) = self.inspect_image(image_id, format, &tmp) {
+                let _ = fs::remove_file(&tmp);
+                return Err(e);
+            }
         }
         fs::rename(&tmp, &dest).map_err(|e| io_err(dest.display(), e))?;
         // The stamp is written last: a crash before it only costs a second download.
@@ -413,11 +512,21 @@ impl LibvirtDriver {
             DomainState::Shutoff => PowerState::Stopped,
             _ => PowerState::Other,
         };
+        // The tags live in the persistent definition.
+        let config = dom
+            .xml_desc(sys::VIR_DOMAIN_XML_INACTIVE)
+            .map_err(|e| virt_err("domain XML", e))?;
         Ok(DomainStatus {
             id,
             state,
             volumes: self.domain_volumes(dom)?,
+            owner: xml::owner_host(&config),
+            quarantined: xml::is_quarantined(&config),
         })
+    }
+
+    fn quarantine_mark(&self, id: &str) -> PathBuf {
+        self.cfg.pool_dir.join(format!("vol-{id}.quarantined"))
     }
 
     /// The guest (if running) that has `volume` attached, by its id.
@@ -510,12 +619,12 @@ impl Hypervisor for LibvirtDriver {
                 image.id, image.format
             )));
         }
-        self.cache_file(&image.id, "disk", &image.disk)?;
+        self.cache_file(&image.id, "disk", &image.disk, Some(&image.format))?;
         if let Some(k) = &image.kernel {
-            self.cache_file(&image.id, "kernel", k)?;
+            self.cache_file(&image.id, "kernel", k, None)?;
         }
         if let Some(i) = &image.initrd {
-            self.cache_file(&image.id, "initrd", i)?;
+            self.cache_file(&image.id, "initrd", i, None)?;
         }
         self.refresh_pool();
         Ok(())
@@ -691,6 +800,7 @@ impl Hypervisor for LibvirtDriver {
             out.push(VolumeStatus {
                 id: id.to_string(),
                 size_gib: size.div_ceil(GIB),
+                quarantined: self.quarantine_mark(id).exists(),
             });
         }
         out.sort_by(|a, b| a.id.cmp(&b.id));
@@ -761,6 +871,7 @@ impl Hypervisor for LibvirtDriver {
             )));
         }
         Self::remove_if_exists(&path)?;
+        Self::remove_if_exists(&self.quarantine_mark(id))?;
         self.refresh_pool();
         Ok(())
     }
@@ -856,6 +967,59 @@ impl Hypervisor for LibvirtDriver {
             }
         }
         Ok(())
+    }
+
+    fn quarantine(&self, id: &str) -> HvResult<()> {
+        let lock = self.vm_lock(id);
+        let _guard = lock.lock().unwrap_or_else(PoisonError::into_inner);
+        let dom = self.require(id)?;
+        // Tagged first, so a crash between the two steps still leaves it marked.
+        dom.set_metadata(
+            sys::VIR_DOMAIN_METADATA_ELEMENT as i32,
+            Some("<quarantined reason='not in the desired state of this host'/>"),
+            Some("andromede-quarantine"),
+            Some(xml::QUARANTINE_NS),
+            sys::VIR_DOMAIN_AFFECT_CONFIG,
+        )
+        .map_err(|e| virt_err("tag domain quarantined", e))?;
+        let _ = dom.set_autostart(false);
+        if dom.is_active().unwrap_or(false) {
+            match dom.destroy() {
+                Ok(()) => {}
+                Err(e) if is_code(&e, ErrorNumber::OperationInvalid) => {}
+                Err(e) => return Err(virt_err("power off quarantined domain", e)),
+            }
+        }
+        Ok(())
+    }
+
+    fn release(&self, id: &str) -> HvResult<()> {
+        let lock = self.vm_lock(id);
+        let _guard = lock.lock().unwrap_or_else(PoisonError::into_inner);
+        let dom = self.require(id)?;
+        dom.set_metadata(
+            sys::VIR_DOMAIN_METADATA_ELEMENT as i32,
+            None,
+            None,
+            Some(xml::QUARANTINE_NS),
+            sys::VIR_DOMAIN_AFFECT_CONFIG,
+        )
+        .map_err(|e| virt_err("clear the quarantine tag", e))
+    }
+
+    fn quarantine_volume(&self, id: &str) -> HvResult<()> {
+        check_id("volume", id)?;
+        if !self.volume_path(id).exists() {
+            return Err(HvError::NotFound(format!("volume {id}")));
+        }
+        let mark = self.quarantine_mark(id);
+        fs::write(&mark, "not in the desired state of this host\n")
+            .map_err(|e| io_err(mark.display(), e))
+    }
+
+    fn release_volume(&self, id: &str) -> HvResult<()> {
+        check_id("volume", id)?;
+        Self::remove_if_exists(&self.quarantine_mark(id))
     }
 
     fn console_log(&self, id: &str, max_bytes: usize) -> HvResult<Vec<u8>> {

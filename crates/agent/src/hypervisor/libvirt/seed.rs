@@ -85,6 +85,7 @@ mod tests {
             },
             user_data: "#cloud-config\nruncmd: [echo hi]\n".into(),
             ssh_keys: vec!["ssh-ed25519 AAAA test@x".into()],
+            host_id: "h".into(),
         }
     }
 

@@ -7,6 +7,8 @@ use crate::hypervisor::VmSpec;
 
 /// The XML namespace of the metadata element naming the project, instance and name.
 pub const METADATA_NS: &str = "https://andromede.dev/xmlns/libvirt/instance/1";
+/// The namespace of the element that marks a domain quarantined (see `Hypervisor::quarantine`).
+pub const QUARANTINE_NS: &str = "https://andromede.dev/xmlns/libvirt/quarantine/1";
 /// Every managed domain's name starts with this.
 pub const NAME_PREFIX: &str = "andromede-";
 
@@ -94,6 +96,7 @@ pub fn domain_xml(
       <andromede:project>{project}</andromede:project>
       <andromede:id>{uuid}</andromede:id>
       <andromede:name>{hostname}</andromede:name>
+      <andromede:host>{host}</andromede:host>
     </andromede:instance>
   </metadata>
   <memory unit='MiB'>{mem}</memory>
@@ -135,6 +138,7 @@ pub fn domain_xml(
         ns = METADATA_NS,
         project = escape(&spec.project_id),
         hostname = escape(&spec.name),
+        host = escape(&spec.host_id),
         mem = spec.memory_mib,
         vcpus = spec.vcpus,
         root = p(&files.root),
@@ -204,6 +208,24 @@ fn attr_of(block: &str, elem: &str, attr: &str) -> Option<String> {
     None
 }
 
+/// The host id a domain's metadata names (empty when it names none).
+pub fn owner_host(domain_xml: &str) -> String {
+    let open = "<andromede:host>";
+    domain_xml
+        .find(open)
+        .and_then(|i| {
+            let rest = &domain_xml[i + open.len()..];
+            rest.find("</andromede:host>")
+                .map(|j| unescape(rest[..j].trim()))
+        })
+        .unwrap_or_default()
+}
+
+/// Whether a domain's XML carries the quarantine mark.
+pub fn is_quarantined(domain_xml: &str) -> bool {
+    domain_xml.contains(QUARANTINE_NS)
+}
+
 /// Every `<disk>` in a domain's XML, in document order.
 pub fn disks(domain_xml: &str) -> Vec<DiskEntry> {
     let mut out = Vec::new();
@@ -255,7 +277,27 @@ mod tests {
             },
             user_data: String::new(),
             ssh_keys: vec![],
+            host_id: "host-<7>".into(),
         }
+    }
+
+    #[test]
+    fn domains_name_their_host() {
+        let x = domain_xml(
+            &spec(),
+            "kvm",
+            &DomainFiles {
+                root: "/p/r".into(),
+                seed: "/p/s".into(),
+                console: "/c/l".into(),
+                kernel: None,
+                initrd: None,
+            },
+            &NetworkMode::User,
+        );
+        assert_eq!(owner_host(&x), "host-<7>");
+        assert_eq!(owner_host("<domain/>"), "");
+        assert!(!is_quarantined(&x));
     }
 
     fn files(kernel: bool) -> DomainFiles {
