@@ -97,8 +97,14 @@ impl Workspace {
     }
 
     pub fn run(&self, args: &[&str]) -> Run {
+        self.run_with(args, &[])
+    }
+
+    /// `run` with extra environment variables, e.g. what a user's shell may carry.
+    pub fn run_with(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
         let out = Command::new(&self.terraform)
             .args(args)
+            .envs(env.iter().copied())
             .current_dir(&self.dir)
             .env("TF_CLI_CONFIG_FILE", &self.cli_config)
             .env("CHECKPOINT_DISABLE", "1")

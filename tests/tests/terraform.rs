@@ -138,6 +138,35 @@ async fn all_instances(c: &mut Clients) -> Vec<Instance> {
         .instances
 }
 
+/// Runs cloudctl against `server` and insists on success.
+fn cloudctl(server: &Server, args: &[&str]) {
+    let out = Command::new(bin("cloudctl"))
+        .args(["--endpoint", &server.endpoint(), "--token", TOKEN])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "cloudctl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Creates an instance of project ministry behind Terraform's back.
+async fn stray_instance(c: &mut Clients, name: &str) {
+    c.compute
+        .create_instance(CreateInstanceRequest {
+            name: name.into(),
+            project: "ministry".into(),
+            flavor: "small".into(),
+            image: "tiny".into(),
+            request_id: uuid::Uuid::new_v4().to_string(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn terraform_drives_the_whole_lifecycle() {
     let root = tempfile::tempdir().unwrap();
@@ -198,7 +227,7 @@ async fn terraform_drives_the_whole_lifecycle() {
         .volumes
         .list_volumes(ListRequest {
             project: "ministry".into(),
-            read: None,
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -245,15 +274,9 @@ async fn terraform_drives_the_whole_lifecycle() {
     assert_eq!(ws.plan().code, 0);
 
     // Deleted behind Terraform's back: the plan shows it, apply brings it back.
-    let out = Command::new(bin("cloudctl"))
-        .args(["--endpoint", &server.endpoint(), "--token", TOKEN])
-        .args(["instance", "delete", "web-2", "-p", "ministry", "--wait"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    cloudctl(
+        &server,
+        &["instance", "delete", "web-2", "-p", "ministry", "--wait"],
     );
     let plan = ws.plan();
     assert_eq!(plan.code, 2, "{}", plan.all());
@@ -268,17 +291,7 @@ async fn terraform_drives_the_whole_lifecycle() {
     assert_eq!(ws.plan().code, 0);
 
     // Resources made outside Terraform are imported and then match the configuration.
-    c.compute
-        .create_instance(CreateInstanceRequest {
-            name: "imported".into(),
-            project: "ministry".into(),
-            flavor: "small".into(),
-            image: "tiny".into(),
-            request_id: uuid::Uuid::new_v4().to_string(),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    stray_instance(&mut c, "imported").await;
     c.volumes
         .create_volume(CreateVolumeRequest {
             name: "imported-vol".into(),
@@ -337,6 +350,35 @@ async fn terraform_drives_the_whole_lifecycle() {
     assert!(!names.iter().any(|n| n == "escape" || n == "nowhere"));
     shape.refused = false;
     ws.write(&config(&shape));
+
+    // A project still holding something Terraform does not manage cannot be destroyed; the
+    // refusal names what is left, and carries no backtrace even where the user's shell enables
+    // Rust backtraces.
+    stray_instance(&mut c, "stray").await;
+    let r = ws.run_with(
+        &["destroy", "-auto-approve", "-no-color"],
+        &[("RUST_BACKTRACE", "1")],
+    );
+    assert_ne!(
+        r.code,
+        0,
+        "destroy of a non-empty project succeeded:\n{}",
+        r.all()
+    );
+    let text = r.all().split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(
+        text.contains("project ministry still owns instance stray; delete them first"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("tf_provider::") && !text.contains(" 0: "),
+        "a backtrace was shown:\n{}",
+        r.all()
+    );
+    cloudctl(
+        &server,
+        &["instance", "delete", "stray", "-p", "ministry", "--wait"],
+    );
 
     // Destroy removes everything it made or imported.
     ws.ok(&["destroy", "-auto-approve", "-no-color"]);

@@ -1,7 +1,9 @@
 //! The local cluster under test: server processes, their work directory, joining and teardown.
 
-use crate::client::{retry, BearerAuth, Conn};
-use andromede_api::v1::{AddLearnerRequest, ClusterStatus, ClusterStatusRequest, PromoteRequest};
+use crate::client::{connect, retry, Conn};
+use andromede_api::v1::{
+    AddLearnerRequest, ClusterStatus, ClusterStatusRequest, LocateNodeRequest, PromoteRequest,
+};
 use anyhow::{bail, Context};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -46,7 +48,6 @@ struct WorkDir {
 pub struct Cluster {
     pub servers: Vec<Server>,
     token: String,
-    auth: BearerAuth,
     work: WorkDir,
     keep: bool,
 }
@@ -71,11 +72,9 @@ impl Cluster {
         // A fresh token per run, so that a stray server from an earlier run on the same ports
         // answers Unauthenticated instead of silently taking part.
         let token = format!("bench-{}", uuid::Uuid::new_v4().simple());
-        let auth = BearerAuth::new(&token)?;
         Ok(Cluster {
             servers: Vec::new(),
             token,
-            auth,
             work,
             keep,
         })
@@ -152,11 +151,23 @@ impl Cluster {
         )
         .await?;
         if nodes > 1 {
+            // Servers hold every project's metadata, so each one is located before it joins.
+            crate::setup::create_datacenter(&first).await?;
+            let leader_id = self.servers[0].node_id;
+            retry("locating node 1", || {
+                let mut c = first.cluster();
+                let req = LocateNodeRequest {
+                    node_id: leader_id,
+                    datacenter: crate::setup::DATACENTER.into(),
+                };
+                async move { c.locate_node(req).await }
+            })
+            .await?;
             for s in &self.servers[1..] {
                 let req = AddLearnerRequest {
                     node_id: s.node_id,
                     addr: s.addr.clone(),
-                    datacenter: String::new(),
+                    datacenter: crate::setup::DATACENTER.into(),
                 };
                 retry(&format!("adding node {} as learner", s.node_id), || {
                     let mut c = first.cluster();
@@ -202,7 +213,7 @@ impl Cluster {
             .servers
             .get(index)
             .with_context(|| format!("no server #{index}"))?;
-        Conn::connect(&s.addr, &self.auth).await
+        connect(&s.addr, &self.token).await
     }
 
     /// Polls one server until it answers Status, failing fast if its process exits.
@@ -216,7 +227,7 @@ impl Cluster {
                     self.servers[index].node_id
                 );
             }
-            if let Ok(conn) = Conn::connect(&addr, &self.auth).await {
+            if let Ok(conn) = connect(&addr, &self.token).await {
                 match conn.cluster().status(ClusterStatusRequest {}).await {
                     Ok(_) => return Ok(()),
                     // Anything but "not up yet" means the port belongs to someone else.

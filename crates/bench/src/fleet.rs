@@ -6,7 +6,9 @@ use andromede_agent::hypervisor::fake::{FakeDriver, Faults};
 use andromede_agent::hypervisor::Inventory;
 use andromede_agent::reconcile::{Reconciler, Timing};
 use andromede_agent::session::{self, Link, Pool};
-use andromede_api::v1::CreateJoinTokenRequest;
+use andromede_api::v1::{ClusterStatusRequest, CreateJoinTokenRequest, InstanceState, ListRequest};
+use andromede_client::paging::all_pages;
+use andromede_client::wait::{self, Probe};
 use futures::{StreamExt, TryStreamExt};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -89,25 +91,30 @@ pub async fn start(
     Ok(Fleet { tasks })
 }
 
+/// How long the fleet gets to connect, and its instances to run.
+const FLEET_TIMEOUT: Duration = Duration::from_secs(600);
+
 /// Waits until the leader counts `hosts` agents connected (every stream is open).
 pub async fn wait_connected(conn: &Conn, hosts: u32) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(600);
-    loop {
-        let st = conn
-            .cluster()
-            .status(andromede_api::v1::ClusterStatusRequest {})
-            .await?
-            .into_inner();
-        if st.connected_agents >= u64::from(hosts) {
-            return Ok(());
-        }
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "only {} of {hosts} agents connected after 10 minutes",
-            st.connected_agents
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    let what = format!("the fleet of {hosts} agents");
+    wait::until(
+        &what,
+        "connected",
+        FLEET_TIMEOUT,
+        |_| {},
+        || async {
+            let st = conn
+                .call(conn.cluster().status(ClusterStatusRequest {}))
+                .await?;
+            Ok(if st.connected_agents >= u64::from(hosts) {
+                Probe::Done(())
+            } else {
+                Probe::Pending(format!("{} connected", st.connected_agents))
+            })
+        },
+    )
+    .await?;
+    Ok(())
 }
 
 /// Waits until `want` instances of `project` are RUNNING; returns seconds since `since`.
@@ -117,27 +124,32 @@ pub async fn wait_running(
     want: u64,
     since: Instant,
 ) -> anyhow::Result<f64> {
-    let deadline = Instant::now() + Duration::from_secs(600);
-    let running = andromede_api::v1::InstanceState::Running as i32;
-    loop {
-        let list = conn
-            .compute()
-            .max_decoding_message_size(256 << 20)
-            .list_instances(andromede_api::v1::ListRequest {
+    let running = InstanceState::Running as i32;
+    let what = format!("{want} instances of {project}");
+    wait::until(
+        &what,
+        "RUNNING",
+        FLEET_TIMEOUT,
+        |_| {},
+        || async {
+            let req = ListRequest {
                 project: project.into(),
-                read: None,
+                ..Default::default()
+            };
+            let list = all_pages(req, |r| {
+                let mut c = conn.compute();
+                conn.call(async move { c.list_instances(r).await })
             })
             .await?
-            .into_inner()
             .instances;
-        let n = list.iter().filter(|i| i.state == running).count() as u64;
-        if n >= want {
-            return Ok(since.elapsed().as_secs_f64());
-        }
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "only {n} of {want} instances RUNNING after 10 minutes"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+            let n = list.iter().filter(|i| i.state == running).count() as u64;
+            Ok(if n >= want {
+                Probe::Done(since.elapsed().as_secs_f64())
+            } else {
+                Probe::Pending(format!("{n} RUNNING"))
+            })
+        },
+    )
+    .await
+    .map_err(Into::into)
 }

@@ -24,9 +24,9 @@ pub const HOST_VCPUS: u64 = 64;
 pub const HOST_MEMORY_MIB: u64 = 256 * 1024;
 pub const HOST_DISK_GIB: u64 = 4 * 1024;
 
-/// Builds the cloud through `conn` (the leader, so setup does not pay for forwarding), with
-/// `hosts` simulated hosts (0 when agents bring their own). Returns how long registering took.
-pub async fn build(conn: &Conn, hosts: u32) -> anyhow::Result<Duration> {
+/// Creates the bench's datacenter; idempotent (same request id), so the cluster can create it
+/// before adding learners and the cloud setup again afterwards.
+pub async fn create_datacenter(conn: &Conn) -> anyhow::Result<()> {
     retry("creating the datacenter", || {
         let mut c = conn.infra();
         async move {
@@ -46,6 +46,13 @@ pub async fn build(conn: &Conn, hosts: u32) -> anyhow::Result<Duration> {
         }
     })
     .await?;
+    Ok(())
+}
+
+/// Builds the cloud through `conn` (the leader, so setup does not pay for forwarding), with
+/// `hosts` simulated hosts (0 when agents bring their own). Returns how long registering took.
+pub async fn build(conn: &Conn, hosts: u32) -> anyhow::Result<Duration> {
+    create_datacenter(conn).await?;
 
     let started = Instant::now();
     let mut last_report = Instant::now();

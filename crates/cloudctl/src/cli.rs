@@ -301,6 +301,12 @@ pub enum HostCmd {
     /// For a down host that will not come back: pending deletions of instances and volumes on it
     /// complete instead of waiting for the host forever. Its other instances stay HOST_LOST.
     DeclareLost(GlobalRef),
+    /// Guests and volumes the host's agent quarantined instead of deleting
+    ///
+    /// The agent never deletes what its desired state does not list: it stops and tags it, and
+    /// reports it here. Delete one on the host with `andromede-agent --state-dir DIR
+    /// --delete-orphan ID` (docs/agent.md).
+    Orphans(GlobalRef),
     /// One-use, expiring tokens with which a host agent enrolls its host
     #[command(subcommand)]
     JoinToken(JoinTokenCmd),
@@ -922,10 +928,11 @@ pub enum ClusterCmd {
         node_id: u64,
         /// Address the other nodes reach it at (e.g. http://10.0.0.12:7400)
         addr: String,
-        /// Datacenter (id or name) the new server runs in; refused before it receives any data
-        /// if a project's sovereignty policy excludes it
+        /// Datacenter (id or name) the new server runs in (required: it will hold every
+        /// project's metadata); refused before it receives any data if a project's sovereignty
+        /// policy excludes it
         #[arg(long, value_name = "DC")]
-        datacenter: Option<String>,
+        datacenter: String,
     },
     /// Declare the datacenter a server runs in: it holds every project's metadata, so every
     /// project's sovereignty policy must allow it (refused, naming the projects, otherwise)

@@ -1,5 +1,5 @@
-//! Connection settings (flags, environment, profile file), the authenticated gRPC channel and
-//! the per-call timeout and retry policy.
+//! Connection settings (flags, environment, profile file) and `Ctx`, what every command is
+//! given: a thin layer over the andromede-client crate's channel, deadlines and retries.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -15,22 +15,18 @@ use andromede_api::v1::infrastructure_service_client::InfrastructureServiceClien
 use andromede_api::v1::placement_service_client::PlacementServiceClient;
 use andromede_api::v1::volume_service_client::VolumeServiceClient;
 use andromede_api::v1::ReadOptions;
+use andromede_client::paging::{all_pages, PagedRequest, PagedResponse};
+use andromede_client::{code_words, Client, Retry};
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
-use tonic::metadata::{Ascii, MetadataValue};
-use tonic::service::interceptor::InterceptedService;
-use tonic::service::Interceptor;
-use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
 
 use crate::cli::GlobalArgs;
 use crate::output::OutputFormat;
 
-pub const DEFAULT_ENDPOINT: &str = "http://127.0.0.1:7400";
+pub use andromede_client::{is_transient, Svc, DEFAULT_ENDPOINT};
+
 const DEFAULT_PROFILE: &str = "default";
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// Creates are retried this many times after the first attempt.
-const CREATE_RETRIES: u32 = 3;
 
 /// The `ANDROMEDE_*` variables (and `HOME`), captured once so resolution stays a pure function.
 #[derive(Default, Clone)]
@@ -206,65 +202,9 @@ pub fn settings_from(global: &GlobalArgs, env: &EnvVars) -> Result<Settings> {
     )
 }
 
-/// Adds `authorization: Bearer …` to every call.
-#[derive(Clone)]
-pub struct BearerAuth {
-    value: Option<MetadataValue<Ascii>>,
-}
-
-impl BearerAuth {
-    pub fn new(token: Option<&str>) -> Result<Self> {
-        let value = match token {
-            None => None,
-            Some(t) => {
-                // The parse error would quote the value, so it is replaced by a message that does not.
-                let mut v = MetadataValue::try_from(format!("Bearer {t}")).map_err(|_| {
-                    anyhow::anyhow!("the token contains characters not allowed in a gRPC header")
-                })?;
-                v.set_sensitive(true);
-                Some(v)
-            }
-        };
-        Ok(BearerAuth { value })
-    }
-}
-
-impl Interceptor for BearerAuth {
-    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, Status> {
-        if let Some(v) = &self.value {
-            request.metadata_mut().insert("authorization", v.clone());
-        }
-        Ok(request)
-    }
-}
-
-pub type Svc = InterceptedService<Channel, BearerAuth>;
-
-/// The connection could not be set up; the message names the endpoint and how to change it.
-#[derive(Debug)]
-pub struct ConnectError {
-    pub endpoint: String,
-    pub source: String,
-}
-
-impl fmt::Display for ConnectError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "cannot reach the Andromède API at {}: {}\n\
-             hint: is a node running there? Set the address with --endpoint, the ANDROMEDE_ENDPOINT \
-             variable or a profile (default {DEFAULT_ENDPOINT})",
-            self.endpoint, self.source
-        )
-    }
-}
-
-impl std::error::Error for ConnectError {}
-
 /// Everything a command needs: authenticated clients, output format and read options.
 pub struct Ctx {
-    channel: Channel,
-    auth: BearerAuth,
+    client: Client,
     pub output: OutputFormat,
     pub stale: bool,
     pub request_timeout: Duration,
@@ -272,51 +212,40 @@ pub struct Ctx {
 
 impl Ctx {
     pub async fn connect(settings: &Settings, global: &GlobalArgs) -> Result<Self> {
-        let auth = BearerAuth::new(settings.token.as_deref())?;
-        let endpoint = Endpoint::from_shared(settings.endpoint.clone())
-            .map_err(|e| ConnectError {
-                endpoint: settings.endpoint.clone(),
-                source: format!("not a valid URL ({e})"),
-            })?
-            .connect_timeout(CONNECT_TIMEOUT)
-            .tcp_keepalive(Some(Duration::from_secs(30)));
-        let channel = endpoint.connect().await.map_err(|e| ConnectError {
-            endpoint: settings.endpoint.clone(),
-            source: error_chain(&e),
-        })?;
+        let request_timeout = Duration::from_secs(global.request_timeout.max(1));
+        let client = Client::builder(settings.endpoint.clone())
+            .token(settings.token.as_deref())
+            .call_timeout(request_timeout)
+            .connect()
+            .await?;
         Ok(Ctx {
-            channel,
-            auth,
+            client,
             output: global.output,
             stale: global.stale,
-            request_timeout: Duration::from_secs(global.request_timeout.max(1)),
+            request_timeout,
         })
     }
 
-    fn svc(&self) -> Svc {
-        InterceptedService::new(self.channel.clone(), self.auth.clone())
-    }
-
     pub fn infra(&self) -> InfrastructureServiceClient<Svc> {
-        InfrastructureServiceClient::new(self.svc())
+        self.client.infra()
     }
     pub fn identity(&self) -> IdentityServiceClient<Svc> {
-        IdentityServiceClient::new(self.svc())
+        self.client.identity()
     }
     pub fn compute(&self) -> ComputeServiceClient<Svc> {
-        ComputeServiceClient::new(self.svc())
+        self.client.compute()
     }
     pub fn volumes(&self) -> VolumeServiceClient<Svc> {
-        VolumeServiceClient::new(self.svc())
+        self.client.volumes()
     }
     pub fn placement(&self) -> PlacementServiceClient<Svc> {
-        PlacementServiceClient::new(self.svc())
+        self.client.placement()
     }
     pub fn events(&self) -> EventServiceClient<Svc> {
-        EventServiceClient::new(self.svc())
+        self.client.events()
     }
     pub fn cluster(&self) -> ClusterServiceClient<Svc> {
-        ClusterServiceClient::new(self.svc())
+        self.client.cluster()
     }
 
     /// Read options for user-facing reads (honours `--stale`).
@@ -332,71 +261,56 @@ impl Ctx {
         with_deadline(self.request_timeout, fut).await
     }
 
+    /// Runs a List* call page after page, each under `--request-timeout`, and returns one
+    /// response holding every item.
+    pub async fn list_all<Req, Resp, F, Fut>(&self, req: Req, mut fetch: F) -> Result<Resp, Status>
+    where
+        Req: PagedRequest,
+        Resp: PagedResponse,
+        F: FnMut(Req) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<Resp>, Status>>,
+    {
+        all_pages(req, |r| self.call(fetch(r))).await
+    }
+
     /// Runs a create, retrying transient failures. `attempt` must send the same request id every
     /// time, so that the server answers a retry of an already applied create with its first result.
-    pub async fn create_with_retry<T, F, Fut>(
-        &self,
-        what: &str,
-        mut attempt: F,
-    ) -> Result<T, Status>
+    pub async fn create_with_retry<T, F, Fut>(&self, what: &str, attempt: F) -> Result<T, Status>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, Status>>,
     {
-        let mut retries = 0;
-        loop {
-            match self.call(attempt()).await {
-                Err(status) if is_transient(&status) && retries < CREATE_RETRIES => {
-                    retries += 1;
-                    let pause = Duration::from_millis(500 * (1 << (retries - 1)));
-                    eprintln!(
-                        "warning: creating {what}: {}: {}; retrying with the same request id \
-                         ({retries}/{CREATE_RETRIES})",
-                        crate::errors::code_words(status.code()),
-                        status.message()
-                    );
-                    tokio::time::sleep(pause).await;
-                }
-                other => return other,
-            }
-        }
+        let policy = Retry::CREATE;
+        let warn = |status: &Status, n: u32| {
+            eprintln!(
+                "warning: creating {what}: {}: {}; retrying with the same request id ({n}/{})",
+                code_words(status.code()),
+                status.message(),
+                policy.retries
+            );
+        };
+        self.client.retried(&policy, warn, attempt).await
     }
 }
 
+/// Runs one unary call under `limit`; the message names the flag that sets it.
 pub async fn with_deadline<T, F>(limit: Duration, fut: F) -> Result<T, Status>
 where
     F: Future<Output = Result<tonic::Response<T>, Status>>,
 {
-    match tokio::time::timeout(limit, fut).await {
-        Ok(r) => r.map(tonic::Response::into_inner),
-        Err(_) => Err(Status::deadline_exceeded(format!(
-            "no answer within {}s (see --request-timeout)",
-            limit.as_secs()
-        ))),
-    }
-}
-
-/// Whether retrying the very same request may succeed.
-pub fn is_transient(status: &Status) -> bool {
-    matches!(status.code(), Code::Unavailable | Code::DeadlineExceeded)
+    andromede_client::with_deadline(limit, fut)
+        .await
+        .map_err(|s| match s.code() {
+            Code::DeadlineExceeded if s.message().starts_with("no answer within") => {
+                Status::deadline_exceeded(format!("{} (see --request-timeout)", s.message()))
+            }
+            _ => s,
+        })
 }
 
 /// A new idempotency key unless the user gave one.
 pub fn request_id(given: Option<String>) -> String {
     given.unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
-}
-
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut parts = vec![e.to_string()];
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        let text = s.to_string();
-        if !parts.iter().any(|p| p.contains(&text)) {
-            parts.push(text);
-        }
-        cur = s.source();
-    }
-    parts.join(": ")
 }
 
 #[cfg(test)]
@@ -577,20 +491,5 @@ mod tests {
     #[test]
     fn rejects_unknown_keys_in_the_profile_file() {
         assert!(ConfigFile::parse("[profiles.x]\nendpoint = \"a\"\ntokn = \"b\"\n").is_err());
-    }
-
-    #[test]
-    fn interceptor_adds_the_bearer_header() {
-        let mut auth = match BearerAuth::new(Some("abc")) {
-            Ok(a) => a,
-            Err(e) => panic!("{e}"),
-        };
-        let req = match auth.call(tonic::Request::new(())) {
-            Ok(r) => r,
-            Err(e) => panic!("{e}"),
-        };
-        let value = req.metadata().get("authorization").map(|v| v.to_str().ok());
-        assert_eq!(value, Some(Some("Bearer abc")));
-        assert!(BearerAuth::new(Some("bad\ntoken")).is_err());
     }
 }

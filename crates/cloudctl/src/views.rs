@@ -273,6 +273,7 @@ impl Resource for Host {
         "SIMULATED",
         "DRIVER",
         "AGENT VERSION",
+        "ORPHANS",
     ];
 
     fn row(&self, names: &Names) -> Vec<String> {
@@ -290,6 +291,10 @@ impl Resource for Host {
             if self.simulated { "yes" } else { "no" }.to_owned(),
             dash(&self.driver),
             dash(&self.agent_version),
+            self.orphans
+                .as_ref()
+                .map_or(0, |o| o.items.len())
+                .to_string(),
         ]
     }
 
@@ -303,6 +308,13 @@ impl Resource for Host {
         f.push(("simulated", self.simulated.to_string()));
         f.push(("driver", dash(&self.driver)));
         f.push(("agent version", dash(&self.agent_version)));
+        f.push((
+            "orphans",
+            self.orphans
+                .as_ref()
+                .map_or(0, |o| o.items.len())
+                .to_string(),
+        ));
         f.push((
             "vcpus",
             format!(

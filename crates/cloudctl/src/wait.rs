@@ -1,75 +1,39 @@
-//! `--wait`: polling a resource until it reaches a target state, fails or times out, with a
-//! spinner on stderr when it is a terminal.
+//! `--wait`: the client crate's poll-until-state loop, with a spinner on stderr when it is a
+//! terminal.
 
 use std::future::Future;
 use std::io::IsTerminal;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{bail, Result};
+use andromede_client::wait::{self, WaitError};
+use anyhow::Result;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tonic::Status;
 
-use crate::client::is_transient;
-use crate::errors::code_words;
+pub use andromede_client::wait::Probe;
 
-const POLL_EVERY: Duration = Duration::from_millis(200);
-
-/// What one poll found.
-#[derive(Debug)]
-pub enum Probe<T> {
-    /// The target state is reached (or the resource is gone, for deletes).
-    Done(T),
-    /// Not there yet; the current state, to show.
-    Pending(String),
-    /// It will not get there; why.
-    Failed(String),
-}
-
-/// Polls `probe` every 200 ms until it reports `Done` or `Failed`, or `timeout` passes.
-/// Transient API errors (a leader election, a restarting node) only delay the wait.
-pub async fn until<T, F, Fut>(
-    what: &str,
-    target: &str,
-    timeout: Duration,
-    mut probe: F,
-) -> Result<T>
+/// Polls `probe` until it reports `Done` or `Failed`, or `timeout` passes. Transient API errors
+/// (a leader election, a restarting node) only delay the wait; any other is returned as is.
+pub async fn until<T, F, Fut>(what: &str, target: &str, timeout: Duration, probe: F) -> Result<T>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<Probe<T>, Status>>,
 {
     let spinner = spinner();
-    let start = Instant::now();
-    let mut last = "unknown".to_owned();
-    loop {
-        match probe().await {
-            Ok(Probe::Done(t)) => {
-                spinner.finish_and_clear();
-                return Ok(t);
-            }
-            Ok(Probe::Failed(why)) => {
-                spinner.finish_and_clear();
-                bail!("{what} did not become {target}: {why}");
-            }
-            Ok(Probe::Pending(state)) => last = state,
-            Err(status) if is_transient(&status) => {
-                last = format!("{last} (API {}, retrying)", code_words(status.code()));
-            }
-            Err(status) => {
-                spinner.finish_and_clear();
-                return Err(status.into());
-            }
-        }
-        spinner.set_message(format!("{what}: {last}, waiting for {target}"));
-        if start.elapsed() >= timeout {
-            spinner.finish_and_clear();
-            bail!(
-                "timed out after {}s waiting for {what} to become {target} (last state: {last}); \
-                 it may still get there, check with `get`",
-                timeout.as_secs()
-            );
-        }
-        tokio::time::sleep(POLL_EVERY).await;
-    }
+    let r = wait::until(
+        what,
+        target,
+        timeout,
+        |m| spinner.set_message(m.to_owned()),
+        probe,
+    )
+    .await;
+    spinner.finish_and_clear();
+    r.map_err(|e| match e {
+        WaitError::Api { status, .. } => status.into(),
+        e @ WaitError::TimedOut { .. } => anyhow::anyhow!("{e}, check with `get`"),
+        e => e.into(),
+    })
 }
 
 fn spinner() -> ProgressBar {
@@ -89,49 +53,21 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn returns_when_done_and_tolerates_transient_errors() {
-        let mut calls = 0;
-        let r = until("instance a", "RUNNING", Duration::from_secs(10), || {
-            calls += 1;
-            let n = calls;
-            async move {
-                match n {
-                    1 => Ok(Probe::Pending("CREATING".to_owned())),
-                    2 => Err(Status::unavailable("election")),
-                    _ => Ok(Probe::Done(n)),
-                }
-            }
-        })
-        .await;
-        assert_eq!(r.ok(), Some(3));
-    }
-
-    #[tokio::test]
-    async fn failure_and_timeout_are_errors() {
-        let r: Result<()> = until("volume v", "AVAILABLE", Duration::from_secs(10), || async {
-            Ok(Probe::Failed("ERROR: backend full".to_owned()))
-        })
-        .await;
-        let msg = r.err().map(|e| e.to_string()).unwrap_or_default();
-        assert!(msg.contains("backend full"), "{msg}");
-
-        let r: Result<()> = until(
-            "volume v",
-            "AVAILABLE",
-            Duration::from_millis(0),
-            || async { Ok(Probe::Pending("CREATING".to_owned())) },
-        )
-        .await;
-        let msg = r.err().map(|e| e.to_string()).unwrap_or_default();
-        assert!(
-            msg.contains("timed out") && msg.contains("CREATING"),
-            "{msg}"
-        );
-
+    async fn a_refusal_stays_a_status_and_a_timeout_says_how_to_look_again() {
         let r: Result<()> = until("volume v", "AVAILABLE", Duration::from_secs(10), || async {
             Err(Status::permission_denied("no"))
         })
         .await;
         assert!(r.err().and_then(|e| e.downcast::<Status>().ok()).is_some());
+
+        let r: Result<()> = until("volume v", "AVAILABLE", Duration::ZERO, || async {
+            Ok(Probe::Pending("CREATING".to_owned()))
+        })
+        .await;
+        let msg = r.err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(
+            msg.contains("timed out") && msg.contains("CREATING") && msg.contains("`get`"),
+            "{msg}"
+        );
     }
 }

@@ -1,7 +1,10 @@
-//! End-to-end runs of the `cloudctl` binary against an in-process mock of the Andromède API:
-//! authentication, create retries with a stable request id, `--wait`, rich error details,
-//! enum names in JSON, the event stream, connection failures, and the host-agent era calls
-//! (join tokens, lost hosts, console logs, volume extension, direct kernel boot images).
+//! Runs of the `cloudctl` binary against an in-process mock of the Andromède API, for what a
+//! real server cannot easily be made to do: answer UNAVAILABLE once (create retries with a
+//! stable request id), drive an instance or volume into ERROR or through ATTACHING for
+//! `--wait`, report agents (drivers, versions, used join tokens, lost hosts, console logs),
+//! stream chosen events, show a multi-member cluster; plus what needs no server at all
+//! (profiles, connection failures, usage errors). Everything else runs against a real server
+//! in real_server.rs, where the answers cannot drift from what the server does.
 
 use std::pin::Pin;
 use std::process::Stdio;
@@ -144,9 +147,7 @@ impl ClusterService for Mock {
         r: Request<InitializeRequest>,
     ) -> Result<Response<ClusterStatus>, Status> {
         self.record(&r);
-        Err(Status::failed_precondition(
-            "the cluster is already initialized",
-        ))
+        unimplemented()
     }
 }
 
@@ -181,21 +182,6 @@ impl ComputeService for Mock {
         });
         if req.name == "flaky" && attempt == 1 {
             return Err(Status::unavailable("leader election in progress"));
-        }
-        if req.name.is_empty() {
-            let mut d = ErrorDetails::new();
-            d.add_bad_request_violation("name", "must not be empty");
-            d.add_bad_request_violation("flavor", "unknown flavor `m9`");
-            return Err(Status::with_error_details(
-                Code::InvalidArgument,
-                "invalid instance",
-                d,
-            ));
-        }
-        if req.name == "toobig" {
-            return Err(Status::resource_exhausted(
-                "no host can take this instance\n  policy: 4 hosts excluded (DE not allowed)\n  capacity: 2 hosts excluded",
-            ));
         }
         let id = format!("i-{}", req.name);
         let mut inst = instance(&id, &req.name, InstanceState::Pending, "");
@@ -255,6 +241,7 @@ impl ComputeService for Mock {
                 instance("i-web", "web", InstanceState::Running, ""),
                 instance("i-db", "db", InstanceState::Stopped, ""),
             ],
+            ..Default::default()
         }))
     }
 
@@ -405,6 +392,7 @@ impl InfrastructureService for Mock {
                 country: "FR".into(),
                 ..Datacenter::default()
             }],
+            ..Default::default()
         }))
     }
     async fn delete_datacenter(
@@ -443,6 +431,7 @@ impl InfrastructureService for Mock {
         };
         Ok(Response::new(ListHostsResponse {
             hosts: vec![host_fixture(HostState::Up), simulated],
+            ..Default::default()
         }))
     }
     async fn delete_host(
@@ -492,6 +481,7 @@ impl InfrastructureService for Mock {
                 join_token_fixture("jt-1", ""),
                 join_token_fixture("jt-0", "h-1"),
             ],
+            ..Default::default()
         }))
     }
     async fn create_flavor(
@@ -803,34 +793,6 @@ fn json(text: &str) -> serde_json::Value {
 }
 
 #[tokio::test]
-async fn cluster_status_json_and_bearer_token() {
-    let (ep, mock) = start().await;
-    let mut cmd = command(Some(&ep), &["cluster", "status", "-o", "json"]);
-    cmd.env("ANDROMEDE_TOKEN", "s3cret");
-    let r = run(cmd).await;
-    assert_eq!(r.code, 0, "{}", r.stderr);
-    let v = json(&r.stdout);
-    for field in [
-        "node_id",
-        "leader_id",
-        "term",
-        "last_log_index",
-        "committed_index",
-        "applied_index",
-        "members",
-        "state",
-        "snapshot_index",
-    ] {
-        assert!(v.get(field).is_some(), "missing {field}: {v}");
-    }
-    assert_eq!(v["members"][0]["role"], "voter");
-    assert_eq!(v["members"][0]["leader"], true);
-    assert_eq!(v["members"][1]["matched_index"], 40);
-    assert_eq!(mock.with(|s| s.auth.clone()), ["Bearer s3cret"]);
-    assert!(!r.stdout.contains("s3cret") && !r.stderr.contains("s3cret"));
-}
-
-#[tokio::test]
 async fn cluster_status_table_marks_the_leader() {
     let (ep, _mock) = start().await;
     let r = run(command(Some(&ep), &["cluster", "status"])).await;
@@ -956,31 +918,6 @@ async fn create_retries_with_the_same_request_id_and_waits() {
 }
 
 #[tokio::test]
-async fn explicit_request_id_is_sent() {
-    let (ep, mock) = start().await;
-    let r = run(command(
-        Some(&ep),
-        &[
-            "instance",
-            "create",
-            "web",
-            "-p",
-            "acme",
-            "--flavor",
-            "m1",
-            "--image",
-            "deb",
-            "--request-id",
-            "req-42",
-        ],
-    ))
-    .await;
-    assert_eq!(r.code, 0, "{}", r.stderr);
-    assert_eq!(mock.with(|s| s.create_request_ids.clone()), ["req-42"]);
-    assert!(r.stdout.contains("PENDING"), "{}", r.stdout);
-}
-
-#[tokio::test]
 async fn wait_reports_the_error_reason() {
     let (ep, _mock) = start().await;
     let r = run(command(
@@ -994,95 +931,6 @@ async fn wait_reports_the_error_reason() {
     assert_eq!(r.code, 1);
     assert!(r.stderr.contains("image checksum mismatch"), "{}", r.stderr);
     assert!(r.stderr.starts_with("error: "), "{}", r.stderr);
-}
-
-#[tokio::test]
-async fn delete_wait_ends_when_the_instance_is_gone() {
-    let (ep, _mock) = start().await;
-    let r = run(command(
-        Some(&ep),
-        &["instance", "delete", "old", "--wait", "-o", "json"],
-    ))
-    .await;
-    assert_eq!(r.code, 0, "{}", r.stderr);
-    let v = json(&r.stdout);
-    assert_eq!(v["deleted"], true);
-    assert_eq!(v["id"], "i-old-gone");
-}
-
-#[tokio::test]
-async fn field_violations_are_listed() {
-    let (ep, _mock) = start().await;
-    let r = run(command(
-        Some(&ep),
-        &[
-            "instance", "create", "", "-p", "acme", "--flavor", "m9", "--image", "deb",
-        ],
-    ))
-    .await;
-    assert_eq!(r.code, 1);
-    assert_eq!(
-        r.stderr.trim_end(),
-        "error: invalid argument: invalid instance\n  - name: must not be empty\n  - flavor: unknown flavor `m9`"
-    );
-}
-
-#[tokio::test]
-async fn placement_explanations_are_printed_as_is() {
-    let (ep, _mock) = start().await;
-    let r = run(command(
-        Some(&ep),
-        &[
-            "instance", "create", "toobig", "-p", "acme", "--flavor", "m1", "--image", "deb",
-        ],
-    ))
-    .await;
-    assert_eq!(r.code, 1);
-    assert!(
-        r.stderr.contains(
-            "error: resource exhausted: no host can take this instance\n  policy: 4 hosts excluded"
-        ),
-        "{}",
-        r.stderr
-    );
-}
-
-#[tokio::test]
-async fn list_as_json_array_and_table() {
-    let (ep, _mock) = start().await;
-    let r = run(command(Some(&ep), &["instance", "list", "-o", "json"])).await;
-    assert_eq!(r.code, 0, "{}", r.stderr);
-    let v = json(&r.stdout);
-    assert_eq!(v.as_array().map(Vec::len), Some(2));
-    assert_eq!(v[1]["state"], "INSTANCE_STATE_STOPPED");
-
-    let r = run(command(Some(&ep), &["instance", "list"])).await;
-    assert_eq!(r.code, 0, "{}", r.stderr);
-    let header = r.stdout.lines().next().unwrap_or_default();
-    for col in ["ID", "NAME", "STATE", "HOST", "DATACENTER", "COUNTRY"] {
-        assert!(header.contains(col), "{header}");
-    }
-    assert!(r.stdout.contains("STOPPED"), "{}", r.stdout);
-
-    let r = run(command(
-        Some(&ep),
-        &["instance", "get", "web", "-o", "yaml"],
-    ))
-    .await;
-    assert_eq!(r.code, 1, "unknown by name in the mock: {}", r.stdout);
-    assert!(r.stderr.contains("error: not found"), "{}", r.stderr);
-
-    let r = run(command(
-        Some(&ep),
-        &["instance", "get", "i-web", "-o", "yaml"],
-    ))
-    .await;
-    assert_eq!(r.code, 0, "{}", r.stderr);
-    assert!(
-        r.stdout.contains("state: INSTANCE_STATE_RUNNING"),
-        "{}",
-        r.stdout
-    );
 }
 
 #[tokio::test]
@@ -1124,17 +972,6 @@ async fn unreachable_endpoint_is_explained() {
     assert_eq!(r.code, 1);
     assert!(r.stderr.contains("http://127.0.0.1:1"), "{}", r.stderr);
     assert!(r.stderr.contains("ANDROMEDE_ENDPOINT"), "{}", r.stderr);
-}
-
-#[tokio::test]
-async fn server_refusals_exit_with_one() {
-    let (ep, _mock) = start().await;
-    let r = run(command(Some(&ep), &["cluster", "init"])).await;
-    assert_eq!(r.code, 1);
-    assert_eq!(
-        r.stderr.trim_end(),
-        "error: failed precondition: the cluster is already initialized"
-    );
 }
 
 #[tokio::test]
@@ -1290,7 +1127,7 @@ async fn hosts_show_driver_and_agent_never_the_credential_hash() {
         .find(|l| l.starts_with("h-1"))
         .unwrap_or_default();
     assert!(
-        real.contains("libvirt") && real.ends_with("0.3.1"),
+        real.contains("libvirt") && real.contains(" 0.3.1 "),
         "{}",
         r.stdout
     );

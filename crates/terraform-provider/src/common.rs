@@ -1,10 +1,10 @@
 //! What every resource shares: the configured API handle, conversions between Terraform values
-//! and API fields, the `timeouts` block, polling until an end state, and stable request ids.
+//! and API fields, the `timeouts` block, waiting for an end state, and stable request ids.
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use andromede_api::v1::{Datacenter, Flavor, Image, Instance, Meta, Project, ServerGroup, Volume};
 use serde::{Deserialize, Serialize};
@@ -15,7 +15,7 @@ use tf_provider::value::Value;
 use tf_provider::{AttributePath, Diagnostics};
 use tonic::Status;
 
-use crate::api::{describe, is_transient, Api};
+use crate::api::{describe, Api};
 
 /// Filled by `ConfigureProvider`; resources are built before it runs, so they hold this cell.
 #[derive(Clone, Default)]
@@ -50,8 +50,16 @@ pub fn answered<T>(diags: &mut Diagnostics, what: &str, r: Result<T, Status>) ->
 
 /// The end of a wait, or `None` once its failure is reported under `what`.
 pub fn waited<T>(diags: &mut Diagnostics, what: &str, r: Result<T, WaitError>) -> Option<T> {
-    r.map_err(|e| diags.root_error(what.to_owned(), e.to_string()))
-        .ok()
+    r.map_err(|e| {
+        let text = match e {
+            WaitError::TimedOut { .. } => {
+                format!("{e}: raise the `timeouts` block and apply again")
+            }
+            e => e.to_string(),
+        };
+        diags.root_error(what.to_owned(), text)
+    })
+    .ok()
 }
 
 // ---- API resources -----------------------------------------------------------------------
@@ -321,113 +329,21 @@ pub fn check_timeouts(diags: &mut Diagnostics, t: &Value<Timeouts>) -> Option<()
 
 // ---- waiting -----------------------------------------------------------------------------
 
-const POLL_EVERY: Duration = Duration::from_millis(250);
+pub use andromede_client::wait::{until_gone, Probe, WaitError};
 
-/// What one poll found.
-pub enum Probe<T> {
-    Done(T),
-    /// Not there yet; the state, for the timeout message.
-    Pending(String),
-    /// It will never get there; why.
-    Failed(String),
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum WaitError {
-    #[error("{what} did not become {target}: {why}")]
-    Failed {
-        what: String,
-        target: String,
-        why: String,
-    },
-    #[error(
-        "timed out after {secs}s waiting for {what} to become {target} (last state: {last}); \
-         it may still get there: raise the `timeouts` block and apply again"
-    )]
-    TimedOut {
-        what: String,
-        target: String,
-        secs: u64,
-        last: String,
-    },
-    #[error("while waiting for {what} to become {target}: {}", describe(.status))]
-    Api {
-        what: String,
-        target: String,
-        status: Status,
-    },
-}
-
-/// Polls `get` until the resource is gone: NOT_FOUND, or a state for which `pending` gives no
-/// name (DELETED); otherwise that name is the state reported on a timeout.
-pub async fn until_gone<T, F, Fut, S>(
-    what: &str,
-    timeout: Duration,
-    mut get: F,
-    pending: S,
-) -> Result<(), WaitError>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, Status>>,
-    S: Fn(&T) -> Option<String>,
-{
-    let pending = &pending;
-    until(what, "deleted", timeout, || {
-        let got = get();
-        async move {
-            Ok(match found(got.await)?.as_ref().and_then(pending) {
-                None => Probe::Done(()),
-                Some(state) => Probe::Pending(state),
-            })
-        }
-    })
-    .await
-}
-
-/// Polls until `probe` is done or failed, or `timeout` passes. Transient API errors (an
-/// election, a restarting node) only delay the wait.
+/// Polls until `probe` is done or failed, or `timeout` passes (the client crate's loop, with
+/// nothing to show while it runs).
 pub async fn until<T, F, Fut>(
     what: &str,
     target: &str,
     timeout: Duration,
-    mut probe: F,
+    probe: F,
 ) -> Result<T, WaitError>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<Probe<T>, Status>>,
 {
-    let start = Instant::now();
-    let mut last = "unknown".to_owned();
-    loop {
-        match probe().await {
-            Ok(Probe::Done(t)) => return Ok(t),
-            Ok(Probe::Failed(why)) => {
-                return Err(WaitError::Failed {
-                    what: what.to_owned(),
-                    target: target.to_owned(),
-                    why,
-                })
-            }
-            Ok(Probe::Pending(state)) => last = state,
-            Err(status) if is_transient(&status) => {}
-            Err(status) => {
-                return Err(WaitError::Api {
-                    what: what.to_owned(),
-                    target: target.to_owned(),
-                    status,
-                })
-            }
-        }
-        if start.elapsed() >= timeout {
-            return Err(WaitError::TimedOut {
-                what: what.to_owned(),
-                target: target.to_owned(),
-                secs: timeout.as_secs(),
-                last,
-            });
-        }
-        tokio::time::sleep(POLL_EVERY).await;
-    }
+    andromede_client::wait::until(what, target, timeout, |_| {}, probe).await
 }
 
 // ---- idempotency -------------------------------------------------------------------------

@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 
 use andromede_api::v1::*;
+use andromede_client::paging::all_pages;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use tf_provider::schema::{AttributeType, Schema};
@@ -94,14 +95,13 @@ impl DataSource for DatacentersSource {
         let req = ListDatacentersRequest {
             country: text(&config.country),
             jurisdiction: text(&config.jurisdiction),
-            read: None,
+            ..Default::default()
         };
-        let list = answered(
-            diags,
-            "Listing datacenters",
-            call(api.infra().list_datacenters(req)).await,
-        )?
-        .datacenters;
+        let pages = all_pages(req, |r| {
+            let mut c = api.infra();
+            call(async move { c.list_datacenters(r).await })
+        });
+        let list = answered(diags, "Listing datacenters", pages.await)?.datacenters;
         let items: Vec<DatacenterItem> = list
             .iter()
             .map(|d| {

@@ -9,7 +9,7 @@ use tf_provider::schema::{AttributeType, Schema};
 use tf_provider::value::{Value, ValueEmpty};
 use tf_provider::{Diagnostics, DynamicDataSource, DynamicResource, Provider};
 
-use crate::api::{Api, DEFAULT_ENDPOINT};
+use crate::api::{connect, DEFAULT_ENDPOINT};
 use crate::common::{block, optional, schema, Shared};
 use crate::data_sources::{DatacentersSource, FlavorSource, ImageSource};
 use crate::resources::{attachment, flavor, instance, project, server_group, volume};
@@ -66,7 +66,7 @@ impl Provider for AndromedeProvider {
         let endpoint = setting(&config.endpoint, "ANDROMEDE_ENDPOINT")
             .unwrap_or_else(|| DEFAULT_ENDPOINT.to_owned());
         let token = setting(&config.token, "ANDROMEDE_TOKEN");
-        match Api::new(&endpoint, token.as_deref()) {
+        match connect(&endpoint, token.as_deref()) {
             Ok(api) => {
                 self.shared.set(api);
                 Some(())

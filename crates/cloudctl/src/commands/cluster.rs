@@ -24,7 +24,7 @@ pub async fn run(ctx: &Ctx, cmd: ClusterCmd) -> Result<()> {
             ctx.call(c.add_learner(AddLearnerRequest {
                 node_id,
                 addr,
-                datacenter: datacenter.unwrap_or_default(),
+                datacenter,
             }))
             .await?
         }

@@ -30,8 +30,14 @@ pub async fn run(ctx: &Ctx, cmd: DatacenterCmd) -> Result<()> {
                 country: country.unwrap_or_default(),
                 jurisdiction: jurisdiction.unwrap_or_default(),
                 read: ctx.read(),
+                ..Default::default()
             };
-            let list = ctx.call(ctx.infra().list_datacenters(req)).await?;
+            let list = ctx
+                .list_all(req, |r| {
+                    let mut c = ctx.infra();
+                    async move { c.list_datacenters(r).await }
+                })
+                .await?;
             print_list(ctx.output, &list.datacenters, &Names::default())
         }
         DatacenterCmd::Delete(r) => {

@@ -42,7 +42,10 @@ pub async fn run(ctx: &Ctx, cmd: FlavorCmd) -> Result<()> {
         }
         FlavorCmd::List => {
             let list = ctx
-                .call(ctx.infra().list_flavors(list_req(ctx, None)))
+                .list_all(list_req(ctx, None), |r| {
+                    let mut c = ctx.infra();
+                    async move { c.list_flavors(r).await }
+                })
                 .await?;
             print_list(ctx.output, &list.flavors, &Names::default())
         }

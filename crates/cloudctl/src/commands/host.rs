@@ -40,8 +40,14 @@ pub async fn run(ctx: &Ctx, cmd: HostCmd) -> Result<()> {
             let req = ListHostsRequest {
                 datacenter: datacenter.unwrap_or_default(),
                 read: ctx.read(),
+                ..Default::default()
             };
-            let list = ctx.call(ctx.infra().list_hosts(req)).await?;
+            let list = ctx
+                .list_all(req, |r| {
+                    let mut c = ctx.infra();
+                    async move { c.list_hosts(r).await }
+                })
+                .await?;
             let names = names(ctx, &[Lookup::Datacenters]).await;
             print_list(ctx.output, &list.hosts, &names)
         }
@@ -59,6 +65,20 @@ pub async fn run(ctx: &Ctx, cmd: HostCmd) -> Result<()> {
             let host = ctx.call(ctx.infra().declare_host_lost(req)).await?;
             let names = names(ctx, &[Lookup::Datacenters]).await;
             print_one(ctx.output, &host, &names)
+        }
+        HostCmd::Orphans(r) => {
+            let host = ctx
+                .call(ctx.infra().get_host(get_req(ctx, &r.reference, None)))
+                .await?;
+            let items = host.orphans.map(|o| o.items).unwrap_or_default();
+            let value = serde_json::to_value(&items)?;
+            crate::output::print_value(ctx.output, &value, || {
+                let rows: Vec<Vec<String>> = items
+                    .iter()
+                    .map(|o| vec![o.kind.clone(), o.id.clone(), o.reason.clone()])
+                    .collect();
+                crate::output::list_table(&["KIND", "ID", "REASON"], &rows)
+            })
         }
         HostCmd::JoinToken(c) => super::join_token::run(ctx, c).await,
     }

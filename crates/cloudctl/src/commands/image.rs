@@ -23,7 +23,10 @@ pub async fn run(ctx: &Ctx, cmd: ImageCmd) -> Result<()> {
         }
         ImageCmd::List { project } => {
             let list = ctx
-                .call(ctx.infra().list_images(list_req(ctx, project)))
+                .list_all(list_req(ctx, project), |r| {
+                    let mut c = ctx.infra();
+                    async move { c.list_images(r).await }
+                })
                 .await?;
             let names = names(ctx, &[Lookup::Projects]).await;
             print_list(ctx.output, &list.images, &names)

@@ -46,7 +46,10 @@ pub async fn run(ctx: &Ctx, cmd: InstanceCmd) -> Result<()> {
         }
         InstanceCmd::List { project } => {
             let list = ctx
-                .call(ctx.compute().list_instances(list_req(ctx, project)))
+                .list_all(list_req(ctx, project), |r| {
+                    let mut c = ctx.compute();
+                    async move { c.list_instances(r).await }
+                })
                 .await?;
             let names = names(
                 ctx,

@@ -30,8 +30,16 @@ pub async fn run(ctx: &Ctx, cmd: JoinTokenCmd) -> Result<()> {
             })
         }
         JoinTokenCmd::List => {
-            let req = ListJoinTokensRequest { read: ctx.read() };
-            let list = ctx.call(ctx.infra().list_join_tokens(req)).await?;
+            let req = ListJoinTokensRequest {
+                read: ctx.read(),
+                ..Default::default()
+            };
+            let list = ctx
+                .list_all(req, |r| {
+                    let mut c = ctx.infra();
+                    async move { c.list_join_tokens(r).await }
+                })
+                .await?;
             let names = names(ctx, &[Lookup::Datacenters, Lookup::Hosts]).await;
             print_list(ctx.output, &list.join_tokens, &names)
         }

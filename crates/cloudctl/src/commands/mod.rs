@@ -15,15 +15,18 @@ mod project;
 mod server_group;
 mod volume;
 
+use std::future::Future;
 use std::time::Duration;
 
 use andromede_api::v1::{
-    DeleteResponse, GetRequest, ListDatacentersRequest, ListHostsRequest, ListRequest, Meta,
-    ReadOptions, ResourceRef,
+    DeleteResponse, GetRequest, ListDatacentersRequest, ListDatacentersResponse,
+    ListFlavorsResponse, ListHostsRequest, ListHostsResponse, ListImagesResponse,
+    ListInstancesResponse, ListProjectsResponse, ListRequest, Meta, ReadOptions, ResourceRef,
 };
+use andromede_client::paging::{all_pages, PagedRequest, PagedResponse};
 use anyhow::Result;
 use tokio::task::JoinSet;
-use tonic::Code;
+use tonic::{Code, Status};
 
 use crate::cli::Command;
 use crate::client::Ctx;
@@ -80,6 +83,7 @@ pub fn list_req(ctx: &Ctx, project: Option<String>) -> ListRequest {
     ListRequest {
         project: project.unwrap_or_default(),
         read: ctx.read(),
+        ..Default::default()
     }
 }
 
@@ -137,80 +141,70 @@ pub async fn names(ctx: &Ctx, want: &[Lookup]) -> Names {
     // Names are cosmetic: the contacted node's copy is good enough and spares the leader.
     let read = Some(ReadOptions { stale: true });
     let mut set: JoinSet<Option<Vec<Meta>>> = JoinSet::new();
+    // One lookup task: `$method` of `$client` page after page, keeping the metas of `$items`.
+    macro_rules! spawn_lookup {
+        ($client:expr, $method:ident, $req:expr, $resp:ty, $items:ident) => {{
+            let c = $client;
+            set.spawn(lookup(
+                $req,
+                move |r| {
+                    let mut c = c.clone();
+                    async move { c.$method(r).await }
+                },
+                |l: $resp| l.$items.into_iter().filter_map(|x| x.meta).collect(),
+            ));
+        }};
+    }
     for w in want {
         match w {
-            Lookup::Datacenters => {
-                let mut c = ctx.infra();
-                set.spawn(async move {
-                    let req = ListDatacentersRequest {
-                        read,
-                        ..ListDatacentersRequest::default()
-                    };
-                    let r = tokio::time::timeout(LOOKUP_TIMEOUT, c.list_datacenters(req)).await;
-                    let list = r.ok()?.ok()?.into_inner().datacenters;
-                    Some(list.into_iter().filter_map(|x| x.meta).collect())
-                });
-            }
-            Lookup::Hosts => {
-                let mut c = ctx.infra();
-                set.spawn(async move {
-                    let req = ListHostsRequest {
-                        read,
-                        ..ListHostsRequest::default()
-                    };
-                    let r = tokio::time::timeout(LOOKUP_TIMEOUT, c.list_hosts(req)).await;
-                    let list = r.ok()?.ok()?.into_inner().hosts;
-                    Some(list.into_iter().filter_map(|x| x.meta).collect())
-                });
-            }
-            Lookup::Flavors => {
-                let mut c = ctx.infra();
-                set.spawn(async move {
-                    let req = ListRequest {
-                        read,
-                        ..ListRequest::default()
-                    };
-                    let r = tokio::time::timeout(LOOKUP_TIMEOUT, c.list_flavors(req)).await;
-                    let list = r.ok()?.ok()?.into_inner().flavors;
-                    Some(list.into_iter().filter_map(|x| x.meta).collect())
-                });
-            }
-            Lookup::Images => {
-                let mut c = ctx.infra();
-                set.spawn(async move {
-                    let req = ListRequest {
-                        read,
-                        ..ListRequest::default()
-                    };
-                    let r = tokio::time::timeout(LOOKUP_TIMEOUT, c.list_images(req)).await;
-                    let list = r.ok()?.ok()?.into_inner().images;
-                    Some(list.into_iter().filter_map(|x| x.meta).collect())
-                });
-            }
-            Lookup::Projects => {
-                let mut c = ctx.identity();
-                set.spawn(async move {
-                    let req = ListRequest {
-                        read,
-                        ..ListRequest::default()
-                    };
-                    let r = tokio::time::timeout(LOOKUP_TIMEOUT, c.list_projects(req)).await;
-                    let list = r.ok()?.ok()?.into_inner().projects;
-                    Some(list.into_iter().filter_map(|x| x.meta).collect())
-                });
-            }
-            Lookup::Instances => {
-                let mut c = ctx.compute();
-                set.spawn(async move {
-                    let req = ListRequest {
-                        read,
-                        ..ListRequest::default()
-                    };
-                    let r = tokio::time::timeout(LOOKUP_TIMEOUT, c.list_instances(req)).await;
-                    let list = r.ok()?.ok()?.into_inner().instances;
-                    Some(list.into_iter().filter_map(|x| x.meta).collect())
-                });
-            }
+            Lookup::Datacenters => spawn_lookup!(
+                ctx.infra(),
+                list_datacenters,
+                ListDatacentersRequest {
+                    read,
+                    ..Default::default()
+                },
+                ListDatacentersResponse,
+                datacenters
+            ),
+            Lookup::Hosts => spawn_lookup!(
+                ctx.infra(),
+                list_hosts,
+                ListHostsRequest {
+                    read,
+                    ..Default::default()
+                },
+                ListHostsResponse,
+                hosts
+            ),
+            Lookup::Flavors => spawn_lookup!(
+                ctx.infra(),
+                list_flavors,
+                list_of(read),
+                ListFlavorsResponse,
+                flavors
+            ),
+            Lookup::Images => spawn_lookup!(
+                ctx.infra(),
+                list_images,
+                list_of(read),
+                ListImagesResponse,
+                images
+            ),
+            Lookup::Projects => spawn_lookup!(
+                ctx.identity(),
+                list_projects,
+                list_of(read),
+                ListProjectsResponse,
+                projects
+            ),
+            Lookup::Instances => spawn_lookup!(
+                ctx.compute(),
+                list_instances,
+                list_of(read),
+                ListInstancesResponse,
+                instances
+            ),
         }
     }
     while let Some(done) = set.join_next().await {
@@ -221,6 +215,33 @@ pub async fn names(ctx: &Ctx, want: &[Lookup]) -> Names {
         }
     }
     names
+}
+
+fn list_of(read: Option<ReadOptions>) -> ListRequest {
+    ListRequest {
+        read,
+        ..Default::default()
+    }
+}
+
+/// One name lookup: every page of a list within [`LOOKUP_TIMEOUT`], or nothing.
+async fn lookup<Req, Resp, F, Fut>(
+    req: Req,
+    mut fetch: F,
+    metas: fn(Resp) -> Vec<Meta>,
+) -> Option<Vec<Meta>>
+where
+    Req: PagedRequest,
+    Resp: PagedResponse,
+    F: FnMut(Req) -> Fut,
+    Fut: Future<Output = Result<tonic::Response<Resp>, Status>>,
+{
+    let all = all_pages(req, |r| {
+        let page = fetch(r);
+        async move { page.await.map(tonic::Response::into_inner) }
+    });
+    let list = tokio::time::timeout(LOOKUP_TIMEOUT, all).await.ok()?.ok()?;
+    Some(metas(list))
 }
 
 /// Turns datacenter names given as constraints into ids, which is what the contract carries.

@@ -24,7 +24,10 @@ pub async fn run(ctx: &Ctx, cmd: ProjectCmd) -> Result<()> {
         }
         ProjectCmd::List => {
             let list = ctx
-                .call(ctx.identity().list_projects(list_req(ctx, None)))
+                .list_all(list_req(ctx, None), |r| {
+                    let mut c = ctx.identity();
+                    async move { c.list_projects(r).await }
+                })
                 .await?;
             print_list(ctx.output, &list.projects, &Names::default())
         }

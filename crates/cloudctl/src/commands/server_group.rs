@@ -50,7 +50,10 @@ pub async fn run(ctx: &Ctx, cmd: ServerGroupCmd) -> Result<()> {
         }
         ServerGroupCmd::List { project } => {
             let list = ctx
-                .call(ctx.compute().list_server_groups(list_req(ctx, project)))
+                .list_all(list_req(ctx, project), |r| {
+                    let mut c = ctx.compute();
+                    async move { c.list_server_groups(r).await }
+                })
                 .await?;
             let names = names(ctx, &[Lookup::Projects]).await;
             print_list(ctx.output, &list.server_groups, &names)

@@ -42,7 +42,10 @@ pub async fn run(ctx: &Ctx, cmd: VolumeCmd) -> Result<()> {
         }
         VolumeCmd::List { project } => {
             let list = ctx
-                .call(ctx.volumes().list_volumes(list_req(ctx, project)))
+                .list_all(list_req(ctx, project), |r| {
+                    let mut c = ctx.volumes();
+                    async move { c.list_volumes(r).await }
+                })
                 .await?;
             let names = names(ctx, LOOKUPS).await;
             print_list(ctx.output, &list.volumes, &names)
