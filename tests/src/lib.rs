@@ -27,14 +27,139 @@ pub fn bin_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug")
 }
 
+/// A binary the tests run, built from the current sources first (see [`ensure_built`]).
 pub fn bin(name: &str) -> PathBuf {
+    ensure_built(name);
     let p = bin_dir().join(name);
     assert!(
         p.exists(),
-        "{} is missing: build it first (cargo build -p andromede-server -p cloudctl) or set ANDROMEDE_BIN_DIR",
+        "{} is missing after the build: set ANDROMEDE_BIN_DIR to where it is built",
         p.display()
     );
     p
+}
+
+/// The workspace root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .canonicalize()
+        .unwrap()
+}
+
+/// The packages built together, with the features every build of this workspace uses, so the
+/// harness never rebuilds what `scripts/test-all.sh` built.
+const CORE: &[&str] = &["andromede-server", "cloudctl", "andromede-agent"];
+
+/// Makes sure the binary `name` is built from the sources as they are now, once per test
+/// process. Without `ANDROMEDE_BIN_DIR` the harness runs `cargo build` itself (the agent with
+/// the libvirt driver when libvirt's development files are installed); with it, the binaries
+/// there must be newer than every source file, or the test fails saying which one changed.
+pub fn ensure_built(name: &str) {
+    static DONE: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    let mut done = DONE.lock().unwrap_or_else(|p| p.into_inner());
+    let group: Vec<&str> = if CORE.contains(&name) {
+        CORE.to_vec()
+    } else {
+        vec![name]
+    };
+    if group.iter().all(|n| done.iter().any(|d| d == n)) {
+        return;
+    }
+    let result = match std::env::var_os("ANDROMEDE_BIN_DIR") {
+        Some(dir) => check_fresh(Path::new(&dir), &group),
+        None => cargo_build(&group),
+    };
+    if let Err(e) = result {
+        panic!("{e}");
+    }
+    done.extend(group.iter().map(|s| s.to_string()));
+}
+
+fn cargo_build(packages: &[&str]) -> Result<(), String> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut c = Command::new(cargo);
+    c.current_dir(repo_root()).arg("build");
+    for p in packages {
+        c.arg("-p").arg(p);
+    }
+    let libvirt = Command::new("pkg-config")
+        .args(["--exists", "libvirt"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if packages.contains(&"andromede-agent") && libvirt {
+        c.args(["--features", "andromede-agent/libvirt"]);
+    }
+    let status = c
+        .status()
+        .map_err(|e| format!("cannot run cargo to build {packages:?}: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("cargo build of {packages:?} failed ({status})"))
+    }
+}
+
+/// The newest file under the sources the binaries are built from, with its time.
+fn newest_source() -> Option<(std::time::SystemTime, PathBuf)> {
+    fn walk(dir: &Path, best: &mut Option<(std::time::SystemTime, PathBuf)>) {
+        let Ok(rd) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in rd.flatten() {
+            let path = e.path();
+            let Ok(md) = e.metadata() else { continue };
+            if md.is_dir() {
+                if e.file_name() != "target" {
+                    walk(&path, best);
+                }
+            } else if let Ok(t) = md.modified() {
+                if best.as_ref().is_none_or(|(b, _)| t > *b) {
+                    *best = Some((t, path));
+                }
+            }
+        }
+    }
+    let root = repo_root();
+    let mut best = None;
+    for d in ["crates", "proto", "migrations"] {
+        walk(&root.join(d), &mut best);
+    }
+    for f in ["Cargo.lock", "Cargo.toml"] {
+        if let Ok(t) = std::fs::metadata(root.join(f)).and_then(|m| m.modified()) {
+            if best.as_ref().is_none_or(|(b, _)| t > *b) {
+                best = Some((t, root.join(f)));
+            }
+        }
+    }
+    best
+}
+
+fn check_fresh(dir: &Path, names: &[&str]) -> Result<(), String> {
+    let newest = newest_source();
+    for n in names {
+        let p = dir.join(n);
+        let built = std::fs::metadata(&p)
+            .and_then(|m| m.modified())
+            .map_err(|e| {
+                format!(
+                    "{} is missing ({e}): build it (cargo build -p {n}) or unset ANDROMEDE_BIN_DIR",
+                    p.display()
+                )
+            })?;
+        if let Some((t, src)) = &newest {
+            if *t > built {
+                return Err(format!(
+                    "{} is older than {}: it would test stale code; rebuild it \
+                     (cargo build -p andromede-server -p cloudctl -p andromede-agent \
+                     --features andromede-agent/libvirt) or unset ANDROMEDE_BIN_DIR",
+                    p.display(),
+                    src.display()
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 pub fn free_port() -> u16 {
@@ -315,16 +440,28 @@ impl Clients {
             .map(|r| r.into_inner())
     }
 
+    /// Every instance of `project`, through every page of the list.
     pub async fn instances(&mut self, project: &str, stale: bool) -> Vec<Instance> {
-        self.compute
-            .list_instances(ListRequest {
-                project: project.into(),
-                read: Some(ReadOptions { stale }),
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .instances
+        let mut out = Vec::new();
+        let mut page_token = String::new();
+        loop {
+            let page = self
+                .compute
+                .list_instances(ListRequest {
+                    project: project.into(),
+                    read: Some(ReadOptions { stale }),
+                    page_size: 1000,
+                    page_token,
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            out.extend(page.instances);
+            if page.next_page_token.is_empty() {
+                return out;
+            }
+            page_token = page.next_page_token;
+        }
     }
 }
 

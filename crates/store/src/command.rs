@@ -150,6 +150,12 @@ pub enum Command {
     ForgetReplica {
         node_id: u64,
     },
+    /// What the host's agent quarantined instead of deleting (guests and volumes its desired
+    /// state does not list), as it last reported.
+    HostOrphans {
+        id: String,
+        orphans: Option<andromede_api::v1::HostOrphans>,
+    },
 }
 
 impl Command {
@@ -184,6 +190,7 @@ impl Command {
             Command::ExtendVolume { .. } => "ExtendVolume",
             Command::LocateReplica { .. } => "LocateReplica",
             Command::ForgetReplica { .. } => "ForgetReplica",
+            Command::HostOrphans { .. } => "HostOrphans",
         }
     }
 }

@@ -15,10 +15,10 @@ use andromede_api::v1::{
 };
 use andromede_model::{capacity, jurisdiction, lifecycle, policy, quota};
 use andromede_placement::{GroupRule, Request, Snapshot, Strategy};
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-/// Events kept in memory for watchers; older revisions are answered from SQLite.
-pub const EVENT_RING: usize = 20_000;
+pub use crate::retention::EVENT_RING;
+use crate::retention::{EventRing, REQUEST_ID_WINDOW_MS};
 
 /// Everything the region knows. Cloned cheaply enough for snapshots of the scheduler's view.
 #[derive(Debug, Default, Clone)]
@@ -38,15 +38,26 @@ pub struct State {
     pub replicas_dirty: bool,
     /// `kind/project/name` → id, for unique names and lookups by name.
     pub names: HashMap<String, String>,
-    /// `project/request_id` → `kind:id`, so retried creates return the first result.
-    pub request_ids: HashMap<String, String>,
+    /// `project/request_id` → what that create made, so retried creates return the first result.
+    pub request_ids: HashMap<String, RequestId>,
+    /// `(expires_at_ms, key)` of request ids whose resource is gone, soonest first.
+    pub request_expiry: BTreeSet<(i64, String)>,
     /// Revision of the last event.
     pub revision: u64,
-    pub events: VecDeque<Event>,
+    pub events: EventRing,
     /// What the last apply changed, drained by the persistence layer.
     pub dirty: BTreeSet<(Kind, String)>,
-    pub new_request_ids: Vec<(String, String)>,
+    pub new_request_ids: Vec<(String, Option<RequestId>)>,
     pub new_events: Vec<Event>,
+}
+
+/// What a create with a client request id made (`kind:id`) and when. Once the resource is gone
+/// the entry expires [`REQUEST_ID_WINDOW_MS`] after the create, or at the deletion if later.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestId {
+    pub target: String,
+    pub at_ms: i64,
+    pub expires_at_ms: Option<i64>,
 }
 
 /// One changed row, serialized for its table; `None` in [`Changes::rows`] means deleted.
@@ -64,7 +75,8 @@ pub struct Changes {
     pub rows: Vec<(Kind, String, Option<Row>)>,
     /// The replica locations as JSON, when they changed.
     pub replicas: Option<String>,
-    pub request_ids: Vec<(String, String)>,
+    /// Request ids recorded or changed (`Some`) and expired (`None`).
+    pub request_ids: Vec<(String, Option<RequestId>)>,
     pub events: Vec<Event>,
     pub revision: u64,
 }
@@ -195,9 +207,18 @@ impl State {
         let req = r.meta().request_id.clone();
         if !req.is_empty() {
             let k = format!("{project}/{req}");
-            let v = format!("{}:{id}", T::KIND.name());
-            self.request_ids.insert(k.clone(), v.clone());
-            self.new_request_ids.push((k, v));
+            let v = RequestId {
+                target: format!("{}:{id}", T::KIND.name()),
+                at_ms,
+                expires_at_ms: None,
+            };
+            // A create reusing the id of a deleted resource takes the entry over.
+            if let Some(old) = self.request_ids.insert(k.clone(), v.clone()) {
+                if let Some(t) = old.expires_at_ms {
+                    self.request_expiry.remove(&(t, k.clone()));
+                }
+            }
+            self.new_request_ids.push((k, Some(v)));
         }
         self.names.insert(key, id.clone());
         <Self as Table<T>>::table_mut(self).insert(id.clone(), r.clone());
@@ -232,7 +253,67 @@ impl State {
             .remove(&name_key(T::KIND, &m.project_id, &m.name));
         self.dirty.insert((T::KIND, id.to_string()));
         self.push_event(EventType::Deleted, &r, at_ms);
+        self.request_id_orphaned(T::KIND, &m.project_id, &m.request_id, id, at_ms);
         Some(r)
+    }
+
+    /// Starts the expiry of the request id that created a now deleted resource.
+    fn request_id_orphaned(&mut self, kind: Kind, project: &str, req: &str, id: &str, at_ms: i64) {
+        if req.is_empty() {
+            return;
+        }
+        let k = format!("{project}/{req}");
+        let Some(e) = self.request_ids.get_mut(&k) else {
+            return;
+        };
+        if e.expires_at_ms.is_some() || e.target != format!("{}:{id}", kind.name()) {
+            return;
+        }
+        let t = e.at_ms.saturating_add(REQUEST_ID_WINDOW_MS).max(at_ms);
+        e.expires_at_ms = Some(t);
+        let e = e.clone();
+        self.request_expiry.insert((t, k.clone()));
+        self.new_request_ids.push((k, Some(e)));
+    }
+
+    /// Forgets the request ids whose time has come, by the envelope's clock (never a local one).
+    fn expire_request_ids(&mut self, now_ms: i64) {
+        while let Some((t, k)) = self.request_expiry.first().cloned() {
+            if t > now_ms {
+                break;
+            }
+            self.request_expiry.pop_first();
+            if self
+                .request_ids
+                .get(&k)
+                .is_some_and(|e| e.expires_at_ms == Some(t))
+            {
+                self.request_ids.remove(&k);
+                self.new_request_ids.push((k, None));
+            }
+        }
+    }
+
+    /// Rebuilds the expiry order after loading request ids from disk. Entries from before
+    /// expiry was recorded whose resource is gone get the window counted from their create.
+    pub fn reindex_request_ids(&mut self) {
+        self.request_expiry.clear();
+        let orphans: Vec<String> = self
+            .request_ids
+            .iter()
+            .filter(|(_, e)| e.expires_at_ms.is_none() && self.target(&e.target).is_none())
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in orphans {
+            if let Some(e) = self.request_ids.get_mut(&k) {
+                e.expires_at_ms = Some(e.at_ms.saturating_add(REQUEST_ID_WINDOW_MS));
+            }
+        }
+        for (k, e) in &self.request_ids {
+            if let Some(t) = e.expires_at_ms {
+                self.request_expiry.insert((t, k.clone()));
+            }
+        }
     }
 
     fn touched<T: Resource>(&mut self, id: &str, ty: EventType, at_ms: i64)
@@ -247,13 +328,7 @@ impl State {
 
     fn push_event<T: Resource>(&mut self, ty: EventType, r: &T, at_ms: i64) {
         self.revision += 1;
-        let json = if matches!(T::KIND, Kind::Host | Kind::JoinToken) {
-            let mut public = r.clone();
-            public.redact();
-            serde_json::to_string(&public)
-        } else {
-            serde_json::to_string(r)
-        };
+        let json = crate::retention::event_json(r);
         let m = r.meta();
         let ev = Event {
             revision: self.revision,
@@ -263,13 +338,10 @@ impl State {
             name: m.name.clone(),
             project_id: m.project_id.clone(),
             generation: m.generation,
-            resource_json: json.unwrap_or_default(),
+            resource_json: json,
             at_ms,
         };
-        self.events.push_back(ev.clone());
-        while self.events.len() > EVENT_RING {
-            self.events.pop_front();
-        }
+        self.events.push(ev.clone());
         self.new_events.push(ev);
     }
 
@@ -279,7 +351,12 @@ impl State {
             return None;
         }
         let v = self.request_ids.get(&format!("{project}/{request_id}"))?;
-        let (kind, id) = v.split_once(':')?;
+        self.target(&v.target)
+    }
+
+    /// The resource a `kind:id` request-id target names, if it still exists.
+    fn target(&self, target: &str) -> Option<Reply> {
+        let (kind, id) = target.split_once(':')?;
         let r = match kind {
             "datacenter" => Reply::Datacenter(self.datacenters.get(id)?.clone()),
             "host" => Reply::Host(self.hosts.get(id)?.clone()),
@@ -297,6 +374,7 @@ impl State {
 
     /// Applies one log entry. Errors are part of the replicated outcome, never a replica fault.
     pub fn apply(&mut self, env: &Envelope) -> Response {
+        self.expire_request_ids(env.at_ms);
         if env.version > PROTOCOL_VERSION {
             // Refuse loudly: a newer leader wrote a command this build cannot interpret.
             return Response(Err(err(
@@ -409,7 +487,17 @@ impl State {
                 }
                 self.insert(i.clone(), at).map(Reply::Image)
             }
-            Command::DeleteImage { id } => Ok(self.delete_plain::<Image>(id, at)),
+            Command::DeleteImage { id } => {
+                // Refused while used: an agent re-creates a guest's root disk from its image
+                // after a restart, so a running guest must never lose it.
+                let users = self.instance_names(|i| i.image_id == *id);
+                self.delete_if_unused::<Image>(id, at, users.len(), |n| {
+                    format!(
+                        "image is used by {n} instance(s): {}; delete them first",
+                        users.join(", ")
+                    )
+                })
+            }
             Command::CreateProject(p) => {
                 if let Some(r) = self.replay("", &p.meta().request_id) {
                     return Ok(r);
@@ -460,12 +548,42 @@ impl State {
                 Ok(Reply::Project(reply))
             }
             Command::DeleteProject { id } => {
+                // The refusal names what is left (a few of them), so the user knows what to delete.
+                const NAMED: usize = 5;
                 let owned = |m: &andromede_api::v1::Meta| m.project_id == *id;
-                let n = self.instances.values().filter(|i| owned(i.meta())).count()
-                    + self.volumes.values().filter(|v| owned(v.meta())).count()
-                    + self.groups.values().filter(|g| owned(g.meta())).count();
-                self.delete_if_unused::<Project>(id, at, n, |n| {
-                    format!("project still owns {n} resource(s); delete them first")
+                let mut left: Vec<String> = Vec::new();
+                left.extend(
+                    self.instances
+                        .values()
+                        .map(|i| i.meta())
+                        .filter(|m| owned(m))
+                        .map(|m| format!("instance {}", m.name)),
+                );
+                left.extend(
+                    self.volumes
+                        .values()
+                        .map(|v| v.meta())
+                        .filter(|m| owned(m))
+                        .map(|m| format!("volume {}", m.name)),
+                );
+                left.extend(
+                    self.groups
+                        .values()
+                        .map(|g| g.meta())
+                        .filter(|m| owned(m))
+                        .map(|m| format!("server group {}", m.name)),
+                );
+                left.sort();
+                let project = self
+                    .projects
+                    .get(id)
+                    .map_or_else(|| id.clone(), |p| p.meta().name.clone());
+                self.delete_if_unused::<Project>(id, at, left.len(), |n| {
+                    let mut named = left[..n.min(NAMED)].join(", ");
+                    if n > NAMED {
+                        named.push_str(&format!(" and {} more", n - NAMED));
+                    }
+                    format!("project {project} still owns {named}; delete them first")
                 })
             }
             Command::CreateInstance(inst) => self.create_instance(inst, at),
@@ -480,15 +598,19 @@ impl State {
                 if let Some(r) = self.replay(&g.meta().project_id, &g.meta().request_id) {
                     return Ok(r);
                 }
-                self.get::<Project>(&g.meta().project_id)?;
+                self.get::<Project>(&g.meta().project_id)
+                    .map_err(|e| e.field("project"))?;
                 let mut g = g.clone();
                 g.members.clear();
                 self.insert(g, at).map(Reply::ServerGroup)
             }
             Command::DeleteServerGroup { id } => {
-                let n = self.groups.get(id).map_or(0, |g| g.members.len());
-                self.delete_if_unused::<ServerGroup>(id, at, n, |n| {
-                    format!("server group still has {n} member(s)")
+                let users = self.instance_names(|i| i.server_group_id == *id);
+                self.delete_if_unused::<ServerGroup>(id, at, users.len(), |n| {
+                    format!(
+                        "server group still has {n} member(s): {}; delete them first",
+                        users.join(", ")
+                    )
                 })
             }
             Command::CreateVolume(v) => self.create_volume(v, at),
@@ -552,7 +674,7 @@ impl State {
                     .values()
                     .filter_map(|p| {
                         let pol = p.policy.clone().unwrap_or_default();
-                        policy::check(&pol, dc)
+                        policy::verdict(&pol, datacenter_id, Some(dc))
                             .err()
                             .map(|d| format!("{} ({d})", p.meta().name))
                     })
@@ -579,6 +701,14 @@ impl State {
                 }
                 Ok(Reply::Done)
             }
+            Command::HostOrphans { id, orphans } => {
+                let h: &mut Host = self.get_mut(id)?;
+                if h.orphans == *orphans {
+                    return Ok(Reply::Host(h.clone()));
+                }
+                h.orphans = orphans.clone();
+                Ok(Reply::Host(self.updated(id, at)))
+            }
         }
     }
 
@@ -587,17 +717,18 @@ impl State {
     /// Flagged resources stay where they are: nothing is moved silently.
     fn recheck_compliance(&mut self, at: i64, which: impl Fn(&str, &str) -> bool) {
         let verdict = |s: &Self, dc_id: &str, project_id: &str| -> String {
-            let Some(dc) = s.datacenters.get(dc_id) else {
-                return String::new();
-            };
             let pol = s
                 .projects
                 .get(project_id)
                 .and_then(|p| p.policy.clone())
                 .unwrap_or_default();
-            policy::check(&pol, dc)
+            let dc = s.datacenters.get(dc_id);
+            policy::verdict(&pol, dc_id, dc)
                 .err()
-                .map(|d| format!("datacenter {} is no longer allowed: {d}", dc.meta().name))
+                .map(|d| match dc {
+                    Some(dc) => format!("datacenter {} is no longer allowed: {d}", dc.meta().name),
+                    None => format!("not provably allowed: {d}"),
+                })
                 .unwrap_or_default()
         };
         let changed_i: Vec<(String, String)> = self
@@ -634,22 +765,17 @@ impl State {
     /// server holds the project's names, user-data and keys too.
     fn within_replicas(&self, pol: &andromede_api::v1::SovereigntyPolicy) -> Result<(), CmdError> {
         for (node, dc_id) in &self.replicas {
-            // Fail closed: a location that cannot be checked is not allowed.
-            let Some(dc) = self.datacenters.get(dc_id) else {
-                return Err(err(
-                    Code::FailedPrecondition,
-                    format!("control-plane server {node} is located in unknown datacenter {dc_id}"),
-                )
-                .field("policy"));
-            };
-            if let Err(d) = policy::check(pol, dc) {
+            let dc = self.datacenters.get(dc_id);
+            if let Err(d) = policy::verdict(pol, dc_id, dc) {
+                let place = dc.map_or_else(
+                    || format!("datacenter {dc_id}"),
+                    |dc| format!("datacenter {} ({})", dc.meta().name, dc.country),
+                );
                 return Err(err(
                     Code::FailedPrecondition,
                     format!(
-                        "the policy ({}) excludes control-plane server {node} in datacenter {} ({}), which holds every project's metadata: {d}",
+                        "the policy ({}) excludes control-plane server {node} in {place}, which holds every project's metadata: {d}",
                         policy::describe(pol),
-                        dc.meta().name,
-                        dc.country
                     ),
                 )
                 .field("policy"));
@@ -848,6 +974,21 @@ impl State {
         }
     }
 
+    /// The instances `uses` selects, as "name (project P)", for a refusal that names them.
+    fn instance_names(&self, uses: impl Fn(&Instance) -> bool) -> Vec<String> {
+        self.instances
+            .values()
+            .filter(|i| uses(i))
+            .map(|i| {
+                let project = self
+                    .projects
+                    .get(&i.meta().project_id)
+                    .map_or(i.meta().project_id.as_str(), |p| p.meta().name.as_str());
+                format!("{} (project {project})", i.meta().name)
+            })
+            .collect()
+    }
+
     /// Resources of a project that a candidate policy would not allow, as "kind name (reason)".
     pub fn offenders(
         &self,
@@ -856,10 +997,8 @@ impl State {
     ) -> Vec<String> {
         let mut out = Vec::new();
         let mut check = |kind: &str, name: &str, dc_id: &str| {
-            if let Some(dc) = self.datacenters.get(dc_id) {
-                if let Err(d) = policy::check(pol, dc) {
-                    out.push(format!("{kind} {name} ({d})"));
-                }
+            if let Err(d) = policy::verdict(pol, dc_id, self.datacenters.get(dc_id)) {
+                out.push(format!("{kind} {name} ({d})"));
             }
         };
         for i in self
@@ -899,7 +1038,7 @@ impl State {
         if let Some(r) = self.replay(&m.project_id, &m.request_id) {
             return Ok(r);
         }
-        let project: &Project = self.get(&m.project_id)?;
+        let project: &Project = self.get(&m.project_id).map_err(|e| e.field("project"))?;
         let res = inst.resources.unwrap_or_default();
         let delta = instance_usage(&res);
         quota::check(
@@ -922,7 +1061,13 @@ impl State {
         let group = if inst.server_group_id.is_empty() {
             None
         } else {
-            self.get::<ServerGroup>(&inst.server_group_id)?;
+            let g: &ServerGroup = self
+                .get(&inst.server_group_id)
+                .map_err(|e| e.field("server_group"))?;
+            if g.meta().project_id != m.project_id {
+                return Err(CmdError::not_found("server group", &inst.server_group_id)
+                    .field("server_group"));
+            }
             self.group_rule(&inst.server_group_id)
         };
         let host: &Host = self.get(&inst.host_id)?;
@@ -1068,7 +1213,7 @@ impl State {
         if let Some(r) = self.replay(&m.project_id, &m.request_id) {
             return Ok(r);
         }
-        let project: &Project = self.get(&m.project_id)?;
+        let project: &Project = self.get(&m.project_id).map_err(|e| e.field("project"))?;
         let delta = volume_usage(v.size_gib);
         quota::check(
             project.quota.as_ref(),

@@ -131,17 +131,21 @@ impl InfrastructureService for Api {
             v.jurisdictions("jurisdiction", std::slice::from_ref(&jur));
         }
         check(v)?;
-        let datacenters = self
+        let page = super::paging::Page::new(r.page_size, &r.page_token)?;
+        let (datacenters, next_page_token) = self
             .read(stale(&r.read), |s| {
-                s.datacenters
-                    .values()
-                    .filter(|d| country.is_empty() || d.country == country)
-                    .filter(|d| jur.is_empty() || d.jurisdictions.contains(&jur))
-                    .cloned()
-                    .collect()
+                page.take(
+                    s.datacenters
+                        .values()
+                        .filter(|d| country.is_empty() || d.country == country)
+                        .filter(|d| jur.is_empty() || d.jurisdictions.contains(&jur)),
+                )
             })
             .await?;
-        Ok(Response::new(ListDatacentersResponse { datacenters }))
+        Ok(Response::new(ListDatacentersResponse {
+            datacenters,
+            next_page_token,
+        }))
     }
 
     async fn delete_datacenter(&self, r: Request<DeleteRequest>) -> R<DeleteResponse> {
@@ -181,7 +185,10 @@ impl InfrastructureService for Api {
             .read(false, |s| s.find::<Datacenter>("", &r.datacenter).cloned())
             .await?
             .ok_or_else(|| {
-                ApiError::NotFound(format!("datacenter {:?} not found", r.datacenter))
+                ApiError::missing(
+                    "datacenter",
+                    format!("datacenter {:?} not found", r.datacenter),
+                )
             })?;
         let host = Host {
             meta: meta(&r.name, "", &r.request_id),
@@ -222,7 +229,8 @@ impl InfrastructureService for Api {
 
     async fn list_hosts(&self, r: Request<ListHostsRequest>) -> R<ListHostsResponse> {
         let r = r.into_inner();
-        let hosts = self
+        let page = super::paging::Page::new(r.page_size, &r.page_token)?;
+        let (mut hosts, next_page_token) = self
             .read(stale(&r.read), |s| {
                 let dc = if r.datacenter.is_empty() {
                     None
@@ -231,25 +239,27 @@ impl InfrastructureService for Api {
                         s.find::<Datacenter>("", &r.datacenter)
                             .map(|d| d.meta().id.clone())
                             .ok_or_else(|| {
-                                ApiError::NotFound(format!(
-                                    "datacenter {:?} not found",
-                                    r.datacenter
-                                ))
+                                ApiError::missing(
+                                    "datacenter",
+                                    format!("datacenter {:?} not found", r.datacenter),
+                                )
                             })?,
                     )
                 };
                 Ok::<_, ApiError>(
-                    s.hosts
-                        .values()
-                        .filter(|h| dc.as_ref().is_none_or(|d| h.datacenter_id == *d))
-                        .cloned()
-                        .collect(),
+                    page.take(
+                        s.hosts
+                            .values()
+                            .filter(|h| dc.as_ref().is_none_or(|d| h.datacenter_id == *d)),
+                    ),
                 )
             })
             .await??;
-        let mut hosts: Vec<Host> = hosts;
         hosts.iter_mut().for_each(Resource::redact);
-        Ok(Response::new(ListHostsResponse { hosts }))
+        Ok(Response::new(ListHostsResponse {
+            hosts,
+            next_page_token,
+        }))
     }
 
     async fn delete_host(&self, r: Request<DeleteRequest>) -> R<DeleteResponse> {
@@ -291,7 +301,10 @@ impl InfrastructureService for Api {
             .read(false, |s| s.find::<Datacenter>("", &r.datacenter).cloned())
             .await?
             .ok_or_else(|| {
-                ApiError::NotFound(format!("datacenter {:?} not found", r.datacenter))
+                ApiError::missing(
+                    "datacenter",
+                    format!("datacenter {:?} not found", r.datacenter),
+                )
             })?;
         let (token, secret) = crate::agents::session::new_join_token(&dc.meta().id, ttl);
         let rep = self
@@ -316,14 +329,15 @@ impl InfrastructureService for Api {
         r: Request<ListJoinTokensRequest>,
     ) -> R<ListJoinTokensResponse> {
         let r = r.into_inner();
-        let join_tokens = self
-            .read(stale(&r.read), |s| {
-                s.join_tokens.values().cloned().collect()
-            })
+        let page = super::paging::Page::new(r.page_size, &r.page_token)?;
+        let (mut join_tokens, next_page_token) = self
+            .read(stale(&r.read), |s| page.take(s.join_tokens.values()))
             .await?;
-        let mut join_tokens: Vec<JoinToken> = join_tokens;
         join_tokens.iter_mut().for_each(Resource::redact);
-        Ok(Response::new(ListJoinTokensResponse { join_tokens }))
+        Ok(Response::new(ListJoinTokensResponse {
+            join_tokens,
+            next_page_token,
+        }))
     }
 
     async fn create_flavor(&self, r: Request<CreateFlavorRequest>) -> R<Flavor> {
@@ -354,10 +368,14 @@ impl InfrastructureService for Api {
 
     async fn list_flavors(&self, r: Request<ListRequest>) -> R<ListFlavorsResponse> {
         let r = r.into_inner();
-        let flavors = self
-            .read(stale(&r.read), |s| s.flavors.values().cloned().collect())
+        let page = super::paging::Page::new(r.page_size, &r.page_token)?;
+        let (flavors, next_page_token) = self
+            .read(stale(&r.read), |s| page.take(s.flavors.values()))
             .await?;
-        Ok(Response::new(ListFlavorsResponse { flavors }))
+        Ok(Response::new(ListFlavorsResponse {
+            flavors,
+            next_page_token,
+        }))
     }
 
     async fn delete_flavor(&self, r: Request<DeleteRequest>) -> R<DeleteResponse> {
@@ -369,8 +387,7 @@ impl InfrastructureService for Api {
         let r = r.into_inner();
         let mut v = Violations::new();
         v.name("name", &r.name);
-        v.reference("source", &r.source);
-        v.text("source", &r.source, 4096);
+        v.image_source("source", &r.source);
         let format = if r.format.is_empty() {
             "qcow2".to_string()
         } else {
@@ -385,8 +402,7 @@ impl InfrastructureService for Api {
         v.request_id("request_id", &r.request_id);
         for (field, f) in [("kernel", &r.kernel), ("initrd", &r.initrd)] {
             if let Some(f) = f {
-                v.reference(&format!("{field}.source"), &f.source);
-                v.text(&format!("{field}.source"), &f.source, 4096);
+                v.image_source(&format!("{field}.source"), &f.source);
                 if !is_sha256(&f.checksum_sha256) {
                     v.add(
                         format!("{field}.checksum_sha256"),
@@ -429,27 +445,26 @@ impl InfrastructureService for Api {
 
     async fn list_images(&self, r: Request<ListRequest>) -> R<ListImagesResponse> {
         let r = r.into_inner();
-        let images = self
+        let page = super::paging::Page::new(r.page_size, &r.page_token)?;
+        let (images, next_page_token) = self
             .read(stale(&r.read), |s| {
                 let p = if r.project.is_empty() {
                     None
                 } else {
                     Some(super::project_id(s, "project", &r.project)?)
                 };
-                Ok::<_, ApiError>(
-                    s.images
-                        .values()
-                        .filter(|i| {
-                            p.as_ref().is_none_or(|p| {
-                                i.meta().project_id.is_empty() || i.meta().project_id == *p
-                            })
-                        })
-                        .cloned()
-                        .collect(),
-                )
+                // Images of no project are shared by all.
+                let visible = |i: &&Image| {
+                    let owner = &i.meta().project_id;
+                    p.as_ref().is_none_or(|p| owner.is_empty() || owner == p)
+                };
+                Ok::<_, ApiError>(page.take(s.images.values().filter(visible)))
             })
             .await??;
-        Ok(Response::new(ListImagesResponse { images }))
+        Ok(Response::new(ListImagesResponse {
+            images,
+            next_page_token,
+        }))
     }
 
     async fn delete_image(&self, r: Request<DeleteRequest>) -> R<DeleteResponse> {

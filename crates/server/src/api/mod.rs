@@ -6,6 +6,7 @@ pub mod compute;
 pub mod events;
 pub mod identity;
 pub mod infrastructure;
+pub mod paging;
 pub mod placement;
 pub mod volumes;
 
@@ -48,7 +49,17 @@ pub fn project_id(s: &State, field: &str, r: &str) -> Result<String, ApiError> {
     }
     s.find::<Project>("", r)
         .map(|p| p.meta().id.clone())
-        .ok_or_else(|| ApiError::NotFound(format!("project {r:?} not found")))
+        .ok_or_else(|| ApiError::missing(field, format!("project {r:?} not found")))
+}
+
+/// A server group of project `pid` by id or name; another project's group is not found, even by id.
+pub fn project_group<'a>(
+    s: &'a State,
+    pid: &str,
+    r: &str,
+) -> Option<&'a andromede_api::v1::ServerGroup> {
+    s.find::<andromede_api::v1::ServerGroup>(pid, r)
+        .filter(|g| g.meta().project_id == pid)
 }
 
 /// Finds a resource from a [`ResourceRef`]; names of project-owned kinds are scoped by `project`.
@@ -66,12 +77,20 @@ where
         project_id(s, "ref.project", &r.project)?
     };
     s.find::<T>(&scope, &r.id_or_name).cloned().ok_or_else(|| {
-        ApiError::NotFound(format!("{} {:?} not found", T::KIND.name(), r.id_or_name))
+        ApiError::missing(
+            "ref.id_or_name",
+            format!("{} {:?} not found", T::KIND.name(), r.id_or_name),
+        )
     })
 }
 
-/// Every resource of one kind, limited to one project when `project` names one.
-pub fn list_in_project<T: Resource>(s: &State, project: &str) -> Result<Vec<T>, ApiError>
+/// One page of the resources of one kind, limited to one project when `project` names one,
+/// with the next page's token.
+pub fn list_in_project<T: Resource>(
+    s: &State,
+    project: &str,
+    page: &paging::Page,
+) -> Result<(Vec<T>, String), ApiError>
 where
     State: Table<T>,
 {
@@ -80,11 +99,11 @@ where
     } else {
         Some(project_id(s, "project", project)?)
     };
-    Ok(<State as Table<T>>::table(s)
-        .values()
-        .filter(|x| p.as_ref().is_none_or(|p| x.meta().project_id == *p))
-        .cloned()
-        .collect())
+    Ok(page.take(
+        <State as Table<T>>::table(s)
+            .values()
+            .filter(|x| p.as_ref().is_none_or(|p| x.meta().project_id == *p)),
+    ))
 }
 
 impl Api {

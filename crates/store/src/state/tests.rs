@@ -340,3 +340,201 @@ fn control_plane_servers_must_sit_where_every_project_allows() {
     run(&mut s, Command::ForgetReplica { node_id: 1 }).unwrap();
     assert!(s.replicas.is_empty());
 }
+
+#[test]
+fn a_resource_in_an_unknown_datacenter_fails_closed_everywhere() {
+    let mut s = world(None);
+    run(&mut s, inst("a", "")).unwrap();
+    if let Some(i) = s.instances.get_mut("a") {
+        i.datacenter_id = "gone".into();
+    }
+    let open = SovereigntyPolicy::default();
+    // Listing offenders: counted, not skipped.
+    let off = s.offenders("p1", &open);
+    assert_eq!(off, ["instance a (in unknown datacenter gone)"]);
+    // A policy change is refused, naming it.
+    let e = run(
+        &mut s,
+        Command::UpdateProject {
+            id: "p1".into(),
+            policy: Some(open),
+            quota: None,
+            description: None,
+            expected_generation: 0,
+        },
+    )
+    .unwrap_err();
+    assert_eq!(e.code, CmdErrorCode::FailedPrecondition);
+    assert!(e.message.contains("instance a"), "{e}");
+    // The recheck flags it instead of calling it compliant.
+    s.recheck_compliance(2, |_, _| true);
+    let reason = &s.instances["a"].non_compliant_reason;
+    assert!(reason.contains("unknown datacenter gone"), "{reason}");
+}
+
+#[test]
+fn apply_refuses_a_plan_whose_datacenter_left_active() {
+    for status in [
+        andromede_api::v1::DatacenterStatus::Maintenance,
+        andromede_api::v1::DatacenterStatus::Retired,
+    ] {
+        let mut s = world(None);
+        run(
+            &mut s,
+            Command::UpdateDatacenter {
+                id: "dc1".into(),
+                country: None,
+                operator: None,
+                certifications: None,
+                status: Some(status),
+                expected_generation: 0,
+            },
+        )
+        .unwrap();
+        let e = run(&mut s, inst("a", "")).unwrap_err();
+        assert_eq!(e.code, CmdErrorCode::Aborted);
+        assert!(e.message.contains("datacenter status"), "{e}");
+        assert!(s.instances.is_empty());
+        assert_eq!(s.hosts["h1"].used.unwrap_or_default().vcpus, 0);
+    }
+}
+
+#[test]
+fn an_image_in_use_cannot_be_deleted_and_a_flavor_can() {
+    let mut s = world(None);
+    run(
+        &mut s,
+        Command::CreateImage(Image {
+            meta: meta("img", "", ""),
+            ..Default::default()
+        }),
+    )
+    .unwrap();
+    run(
+        &mut s,
+        Command::CreateFlavor(Flavor {
+            meta: meta("f", "", ""),
+            vcpus: 1,
+            memory_mib: 1024,
+            disk_gib: 10,
+        }),
+    )
+    .unwrap();
+    let mut a = inst("a", "");
+    if let Command::CreateInstance(i) = &mut a {
+        i.image_id = "img".into();
+        i.flavor_id = "f".into();
+    }
+    run(&mut s, a).unwrap();
+    let e = run(&mut s, Command::DeleteImage { id: "img".into() }).unwrap_err();
+    assert_eq!(e.code, CmdErrorCode::FailedPrecondition);
+    assert!(e.message.contains("a (project p1)"), "{e}");
+    assert!(s.images.contains_key("img"));
+    // An instance carries its flavor's sizes: deleting the flavor changes nothing it needs.
+    run(&mut s, Command::DeleteFlavor { id: "f".into() }).unwrap();
+    assert_eq!(s.instances["a"].resources.unwrap_or_default().vcpus, 1);
+    run(
+        &mut s,
+        Command::InstanceAction {
+            id: "a".into(),
+            action: InstanceAction::Delete,
+        },
+    )
+    .unwrap();
+    run(
+        &mut s,
+        Command::ObserveInstances(vec![("a".into(), IS::Deleted, String::new())]),
+    )
+    .unwrap();
+    assert!(s.instances.is_empty());
+    run(&mut s, Command::DeleteImage { id: "img".into() }).unwrap();
+    assert!(s.images.is_empty());
+}
+
+fn run_at(s: &mut State, at: i64, cmd: Command) -> Result<Reply, CmdError> {
+    s.apply(&Envelope::new(at, cmd)).0
+}
+
+fn delete_instance(s: &mut State, at: i64, id: &str) {
+    run_at(
+        s,
+        at,
+        Command::InstanceAction {
+            id: id.into(),
+            action: InstanceAction::Delete,
+        },
+    )
+    .unwrap();
+    run_at(
+        s,
+        at,
+        Command::ObserveInstances(vec![(id.into(), IS::Deleted, String::new())]),
+    )
+    .unwrap();
+}
+
+#[test]
+fn events_carry_neither_user_data_nor_ssh_keys() {
+    let mut s = world(None);
+    let Command::CreateInstance(mut i) = inst("a", "") else {
+        unreachable!()
+    };
+    i.user_data = "#cloud-config password: hunter2".into();
+    i.ssh_keys = vec!["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5 admin@example".into()];
+    run(&mut s, Command::CreateInstance(i)).unwrap();
+    // The state keeps them for the host that boots the guest.
+    assert!(s.instances["a"].user_data.contains("hunter2"));
+    delete_instance(&mut s, 2, "a");
+    let evs: Vec<&Event> = s.events.iter().filter(|e| e.kind == "instance").collect();
+    assert_eq!(evs.len(), 3, "created, updated (deleting), deleted");
+    for e in evs {
+        let r: Instance = serde_json::from_str(&e.resource_json).unwrap();
+        assert_eq!(r.meta().id, "a");
+        assert_eq!(r.host_id, "h1", "what watchers route on stays");
+        assert!(r.user_data.is_empty() && r.ssh_keys.is_empty(), "{e:?}");
+        assert!(!e.resource_json.contains("hunter2"));
+        assert!(!e.resource_json.contains("AAAAC3NzaC1lZDI1NTE5"));
+    }
+}
+
+#[test]
+fn request_ids_expire_a_window_after_the_create_once_the_resource_is_gone() {
+    use crate::retention::REQUEST_ID_WINDOW_MS as W;
+    let mut s = world(None);
+    let key = |r: &str| format!("p1/{r}");
+    run_at(&mut s, 10, inst("a", "r-a")).unwrap();
+    run_at(&mut s, 10, inst("b", "r-b")).unwrap();
+    s.take_changes();
+    // Deleted within the window: remembered until the window ends.
+    delete_instance(&mut s, 20, "a");
+    run_at(&mut s, 10 + W - 1, Command::ForgetReplica { node_id: 9 }).unwrap();
+    assert!(s.request_ids.contains_key(&key("r-a")));
+    assert!(s.replay("p1", "r-b").is_some());
+    run_at(&mut s, 10 + W, Command::ForgetReplica { node_id: 9 }).unwrap();
+    assert!(!s.request_ids.contains_key(&key("r-a")));
+    let ch = s.take_changes();
+    assert!(ch.request_ids.contains(&(key("r-a"), None)), "{ch:?}");
+    // Alive long past the window: kept; deleted then: forgotten at the next command.
+    run_at(&mut s, 10 + 5 * W, Command::ForgetReplica { node_id: 9 }).unwrap();
+    assert!(s.replay("p1", "r-b").is_some());
+    delete_instance(&mut s, 10 + 5 * W, "b");
+    assert!(s.request_ids.contains_key(&key("r-b")));
+    run_at(&mut s, 10 + 5 * W, Command::ForgetReplica { node_id: 9 }).unwrap();
+    assert!(s.request_ids.is_empty(), "{:?}", s.request_ids);
+    assert!(s.request_expiry.is_empty());
+}
+
+#[test]
+fn a_request_id_reused_after_its_resource_is_gone_is_not_expired_by_the_old_entry() {
+    use crate::retention::REQUEST_ID_WINDOW_MS as W;
+    let mut s = world(None);
+    run_at(&mut s, 10, inst("a", "r")).unwrap();
+    delete_instance(&mut s, 20, "a");
+    // The resource is gone, so a retry creates anew and takes the entry over.
+    run_at(&mut s, 30, inst("a2", "r")).unwrap();
+    run_at(&mut s, 10 + 2 * W, Command::ForgetReplica { node_id: 9 }).unwrap();
+    match s.replay("p1", "r") {
+        Some(Reply::Instance(i)) => assert_eq!(i.meta().id, "a2"),
+        other => panic!("unexpected {other:?}"),
+    }
+}
