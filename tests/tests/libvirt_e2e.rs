@@ -248,8 +248,11 @@ async fn real_guests_through_libvirt() {
         total.as_millis(),
         total.as_millis().saturating_sub(u128::from(hv_ms))
     );
-    let log = wait_console(&mut c, &id, "the guest marker and user-data", |l| {
-        l.contains("ANDROMEDE-GUEST-UP") && l.contains("sovereign-hello-42")
+    // The guest prints its disks after the user-data: wait for that line too.
+    let log = wait_console(&mut c, &id, "the guest marker, user-data and disks", |l| {
+        l.contains("ANDROMEDE-GUEST-UP")
+            && l.contains("sovereign-hello-42")
+            && !last_disks(l).is_empty()
     })
     .await;
     assert!(log.contains("vm-1"), "hostname missing from:\n{log}");
