@@ -206,6 +206,57 @@ pub fn check_narrowing<'a>(
     Ok(())
 }
 
+/// The first way `new` would allow something `old` does not, as the field and the reason;
+/// `None` when `new` only narrows (or keeps) `old`. Empty lists of countries or jurisdictions
+/// mean "anywhere", so emptying one widens it.
+pub fn widens(old: &SovereigntyPolicy, new: &SovereigntyPolicy) -> Option<(String, String)> {
+    let subset = |field: &str, o: &[String], n: &[String]| -> Option<(String, String)> {
+        if o.is_empty() {
+            return None;
+        }
+        if n.is_empty() {
+            return Some((field.into(), "emptying it would allow anywhere".into()));
+        }
+        n.iter().find(|x| !o.contains(x)).map(|x| {
+            (
+                field.to_string(),
+                format!("{x} is not in the current list ({})", o.join(", ")),
+            )
+        })
+    };
+    subset(
+        "policy.allowed_countries",
+        &old.allowed_countries,
+        &new.allowed_countries,
+    )
+    .or_else(|| {
+        subset(
+            "policy.allowed_jurisdictions",
+            &old.allowed_jurisdictions,
+            &new.allowed_jurisdictions,
+        )
+    })
+    .or_else(|| {
+        old.required_certifications
+            .iter()
+            .find(|c| !new.required_certifications.contains(c))
+            .map(|c| {
+                (
+                    "policy.required_certifications".to_string(),
+                    format!("dropping {c} would widen it"),
+                )
+            })
+    })
+    .or_else(|| {
+        (old.operator_immunity && !new.operator_immunity).then(|| {
+            (
+                "policy.operator_immunity".to_string(),
+                "turning it off would widen it".to_string(),
+            )
+        })
+    })
+}
+
 /// Whether a datacenter satisfies a request's own constraints (already known to be narrowing).
 pub fn within_constraints(constraints: &PlacementConstraints, dc: &Datacenter) -> bool {
     let id = dc.meta.as_ref().map_or("", |m| m.id.as_str());
@@ -216,6 +267,39 @@ pub fn within_constraints(constraints: &PlacementConstraints, dc: &Datacenter) -
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn narrowing_and_widening_policies() {
+        let p = |c: &[&str], j: &[&str], cert: &[&str], imm: bool| SovereigntyPolicy {
+            allowed_countries: c.iter().map(|s| s.to_string()).collect(),
+            allowed_jurisdictions: j.iter().map(|s| s.to_string()).collect(),
+            required_certifications: cert.iter().map(|s| s.to_string()).collect(),
+            operator_immunity: imm,
+        };
+        let old = p(&["FR", "DE"], &[], &["secnumcloud"], false);
+        assert_eq!(
+            widens(&old, &p(&["FR"], &["EU"], &["secnumcloud", "hds"], true)),
+            None
+        );
+        assert_eq!(widens(&old, &old), None);
+        assert_eq!(
+            widens(&old, &p(&["FR", "US"], &[], &["secnumcloud"], false)).map(|w| w.0),
+            Some("policy.allowed_countries".into())
+        );
+        assert_eq!(
+            widens(&old, &p(&[], &[], &["secnumcloud"], false)).map(|w| w.0),
+            Some("policy.allowed_countries".into())
+        );
+        assert_eq!(
+            widens(&old, &p(&["FR"], &[], &[], false)).map(|w| w.0),
+            Some("policy.required_certifications".into())
+        );
+        let imm = p(&[], &["EU"], &[], true);
+        assert_eq!(
+            widens(&imm, &p(&[], &["EU"], &[], false)).map(|w| w.0),
+            Some("policy.operator_immunity".into())
+        );
+    }
     use super::*;
     use andromede_api::v1::{Meta, Operator};
 

@@ -2,13 +2,15 @@
 //! an entry from a newer protocol version is refused loudly rather than skipped.
 
 use andromede_api::v1::{
-    Datacenter, DatacenterStatus, Flavor, Host, HostState, Image, Instance, InstanceState,
-    JoinToken, Project, Quota, Resources, ServerGroup, SovereigntyPolicy, Volume, VolumeState,
+    ApiToken, Datacenter, DatacenterStatus, Flavor, Host, HostState, Image, Instance,
+    InstanceState, JoinToken, Project, Quota, Resources, ServerGroup, SovereigntyPolicy, Volume,
+    VolumeState,
 };
 use serde::{Deserialize, Serialize};
 
 /// The protocol version this build writes and understands.
-pub const PROTOCOL_VERSION: u32 = 2;
+// v3: host orphans and API tokens.
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// One log entry's payload: the command plus the proposer's clock, so apply never reads a clock.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -156,6 +158,11 @@ pub enum Command {
         id: String,
         orphans: Option<andromede_api::v1::HostOrphans>,
     },
+    // Protocol v3: API tokens (the secret's hash only; the secret is never in the log).
+    CreateApiToken(ApiToken),
+    RevokeApiToken {
+        id: String,
+    },
 }
 
 impl Command {
@@ -191,6 +198,8 @@ impl Command {
             Command::LocateReplica { .. } => "LocateReplica",
             Command::ForgetReplica { .. } => "ForgetReplica",
             Command::HostOrphans { .. } => "HostOrphans",
+            Command::CreateApiToken(_) => "CreateApiToken",
+            Command::RevokeApiToken { .. } => "RevokeApiToken",
         }
     }
 }
@@ -247,6 +256,7 @@ pub enum Reply {
     Volume(Volume),
     ServerGroup(ServerGroup),
     JoinToken(JoinToken),
+    ApiToken(ApiToken),
     Deleted { id: String, existed: bool },
     Done,
 }

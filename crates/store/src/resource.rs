@@ -1,7 +1,8 @@
 //! A common view of every stored resource kind: its table, its metadata and its scope.
 
 use andromede_api::v1::{
-    Datacenter, Flavor, Host, Image, Instance, JoinToken, Meta, Project, ServerGroup, Volume,
+    ApiToken, Datacenter, Flavor, Host, Image, Instance, JoinToken, Meta, Project, ServerGroup,
+    Volume,
 };
 use serde::{de::DeserializeOwned, Serialize};
 
@@ -17,10 +18,11 @@ pub enum Kind {
     Volume,
     ServerGroup,
     JoinToken,
+    ApiToken,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 9] = [
+    pub const ALL: [Kind; 10] = [
         Kind::Datacenter,
         Kind::Host,
         Kind::Flavor,
@@ -30,6 +32,7 @@ impl Kind {
         Kind::Volume,
         Kind::ServerGroup,
         Kind::JoinToken,
+        Kind::ApiToken,
     ];
 
     pub fn name(self) -> &'static str {
@@ -43,6 +46,7 @@ impl Kind {
             Kind::Volume => "volume",
             Kind::ServerGroup => "server_group",
             Kind::JoinToken => "join_token",
+            Kind::ApiToken => "api_token",
         }
     }
 
@@ -58,6 +62,7 @@ impl Kind {
             Kind::Volume => "volumes",
             Kind::ServerGroup => "server_groups",
             Kind::JoinToken => "join_tokens",
+            Kind::ApiToken => "api_tokens",
         }
     }
 }
@@ -114,5 +119,8 @@ resource!(Instance, Instance);
 resource!(Volume, Volume);
 resource!(ServerGroup, ServerGroup);
 resource!(JoinToken, JoinToken, |t: &mut JoinToken| t
+    .secret_sha256
+    .clear());
+resource!(ApiToken, ApiToken, |t: &mut ApiToken| t
     .secret_sha256
     .clear());

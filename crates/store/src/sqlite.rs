@@ -362,6 +362,7 @@ pub async fn load(pool: &SqlitePool) -> Result<State, DbError> {
     load_table::<andromede_api::v1::Volume>(pool, &mut s).await?;
     load_table::<andromede_api::v1::ServerGroup>(pool, &mut s).await?;
     load_table::<andromede_api::v1::JoinToken>(pool, &mut s).await?;
+    load_table::<andromede_api::v1::ApiToken>(pool, &mut s).await?;
     s.reindex();
     for row in sqlx::query("SELECT key, target, created_at_ms, expires_at_ms FROM request_ids")
         .fetch_all(pool)

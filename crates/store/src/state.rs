@@ -9,7 +9,7 @@ use crate::command::{
 };
 use crate::resource::{Kind, Resource};
 use andromede_api::v1::{
-    Datacenter, Event, EventType, Flavor, GroupPolicy, Host, HostState, Image, Instance,
+    ApiToken, Datacenter, Event, EventType, Flavor, GroupPolicy, Host, HostState, Image, Instance,
     InstanceState as IS, JoinToken, Project, Resources, ServerGroup, Usage, Volume,
     VolumeState as VS,
 };
@@ -32,6 +32,8 @@ pub struct State {
     pub volumes: BTreeMap<String, Volume>,
     pub groups: BTreeMap<String, ServerGroup>,
     pub join_tokens: BTreeMap<String, JoinToken>,
+    /// API tokens, revoked and expired ones included (so a caller learns which it is).
+    pub api_tokens: BTreeMap<String, ApiToken>,
     /// Control-plane servers' declared datacenters: node id → datacenter id. Every server holds
     /// all the region's metadata, so each one must be where every project allows.
     pub replicas: BTreeMap<u64, String>,
@@ -128,6 +130,7 @@ table!(Instance, instances);
 table!(Volume, volumes);
 table!(ServerGroup, groups);
 table!(JoinToken, join_tokens);
+table!(ApiToken, api_tokens);
 
 impl Snapshot for State {
     fn hosts(&self) -> Box<dyn Iterator<Item = &Host> + '_> {
@@ -345,6 +348,39 @@ impl State {
         self.new_events.push(ev);
     }
 
+    /// Marks a token revoked (idempotent) and frees its name.
+    fn revoke_token(&mut self, id: &str, at: i64) -> Result<ApiToken, CmdError> {
+        let t = self.get::<ApiToken>(id)?;
+        if t.revoked_at_ms != 0 {
+            return Ok(t.clone());
+        }
+        // The cloud never locks its own operators out: another active cloud-admin token must
+        // exist before the last one goes.
+        let cloud_admin = |t: &ApiToken| {
+            t.meta().project_id.is_empty()
+                && t.role == andromede_api::v1::Role::Admin as i32
+                && t.revoked_at_ms == 0
+                && (t.expires_at_ms == 0 || at < t.expires_at_ms)
+        };
+        if cloud_admin(t)
+            && !self
+                .api_tokens
+                .values()
+                .any(|o| o.meta().id != id && cloud_admin(o))
+        {
+            return Err(err(
+                Code::FailedPrecondition,
+                "this is the last active cloud-admin token: create another one before revoking it",
+            ));
+        }
+        let t = self.get_mut::<ApiToken>(id)?;
+        t.revoked_at_ms = at;
+        let m = t.meta().clone();
+        self.names
+            .remove(&name_key(Kind::ApiToken, &m.project_id, &m.name));
+        Ok(self.updated::<ApiToken>(id, at))
+    }
+
     /// The resource a create with this request id already made, if any.
     pub fn replay(&self, project: &str, request_id: &str) -> Option<Reply> {
         if request_id.is_empty() {
@@ -367,6 +403,7 @@ impl State {
             "volume" => Reply::Volume(self.volumes.get(id)?.clone()),
             "server_group" => Reply::ServerGroup(self.groups.get(id)?.clone()),
             "join_token" => Reply::JoinToken(self.join_tokens.get(id)?.clone()),
+            "api_token" => Reply::ApiToken(self.api_tokens.get(id)?.clone()),
             _ => return None,
         };
         Some(r)
@@ -578,13 +615,24 @@ impl State {
                     .projects
                     .get(id)
                     .map_or_else(|| id.clone(), |p| p.meta().name.clone());
-                self.delete_if_unused::<Project>(id, at, left.len(), |n| {
+                let r = self.delete_if_unused::<Project>(id, at, left.len(), |n| {
                     let mut named = left[..n.min(NAMED)].join(", ");
                     if n > NAMED {
                         named.push_str(&format!(" and {} more", n - NAMED));
                     }
                     format!("project {project} still owns {named}; delete them first")
-                })
+                })?;
+                // A deleted project's tokens die with it.
+                let tokens: Vec<String> = self
+                    .api_tokens
+                    .values()
+                    .filter(|t| t.meta().project_id == *id && t.revoked_at_ms == 0)
+                    .map(|t| t.meta().id.clone())
+                    .collect();
+                for t in tokens {
+                    self.revoke_token(&t, at)?;
+                }
+                Ok(r)
             }
             Command::CreateInstance(inst) => self.create_instance(inst, at),
             Command::InstanceAction { id, action } => self.instance_action(id, *action, at),
@@ -625,6 +673,17 @@ impl State {
                 }
                 Ok(Reply::Done)
             }
+            Command::CreateApiToken(t) => {
+                let p = &t.meta().project_id;
+                if let Some(r) = self.replay(p, &t.meta().request_id) {
+                    return Ok(r);
+                }
+                if !p.is_empty() {
+                    self.get::<Project>(p).map_err(|e| e.field("project"))?;
+                }
+                self.insert(t.clone(), at).map(Reply::ApiToken)
+            }
+            Command::RevokeApiToken { id } => self.revoke_token(id, at).map(Reply::ApiToken),
             Command::CreateJoinToken(t) => {
                 self.get::<Datacenter>(&t.datacenter_id)
                     .map_err(|e| e.field("datacenter"))?;
@@ -784,13 +843,16 @@ impl State {
         Ok(())
     }
 
-    fn enroll_host(
-        &mut self,
+    /// Judges a presented join token: `Ok(Some(host))` when the agent that already used it
+    /// retries (same credential) after a lost answer, `Ok(None)` when it can enroll a host now.
+    /// The API asks this before proposing an enrollment, and apply asks again.
+    pub fn join_token_check(
+        &self,
         token_id: &str,
         secret_sha256: &str,
-        host: &Host,
+        credential_sha256: &str,
         at: i64,
-    ) -> Result<Reply, CmdError> {
+    ) -> Result<Option<Host>, CmdError> {
         let denied = |m: &str| err(Code::PermissionDenied, m).field("join_token");
         let Some(t) = self.join_tokens.get(token_id) else {
             return Err(denied("join token not recognised"));
@@ -798,10 +860,9 @@ impl State {
         if t.secret_sha256 != secret_sha256 {
             return Err(denied("join token not recognised"));
         }
-        // The same agent retrying (same credential) after a lost answer gets its host back.
         if let Some(h) = self.hosts.get(&t.used_by_host) {
-            if !host.credential_sha256.is_empty() && h.credential_sha256 == host.credential_sha256 {
-                return Ok(Reply::Host(h.clone()));
+            if !credential_sha256.is_empty() && h.credential_sha256 == credential_sha256 {
+                return Ok(Some(h.clone()));
             }
         }
         if !t.used_by_host.is_empty() {
@@ -810,6 +871,24 @@ impl State {
         if at >= t.expires_at_ms {
             return Err(denied("join token expired; ask an admin for a new one"));
         }
+        Ok(None)
+    }
+
+    fn enroll_host(
+        &mut self,
+        token_id: &str,
+        secret_sha256: &str,
+        host: &Host,
+        at: i64,
+    ) -> Result<Reply, CmdError> {
+        if let Some(h) =
+            self.join_token_check(token_id, secret_sha256, &host.credential_sha256, at)?
+        {
+            return Ok(Reply::Host(h));
+        }
+        let Some(t) = self.join_tokens.get(token_id) else {
+            return Err(CmdError::not_found("join token", token_id));
+        };
         let dc = t.datacenter_id.clone();
         if !self.datacenters.contains_key(&dc) {
             return Err(CmdError::not_found("datacenter", &dc));
@@ -1361,6 +1440,7 @@ impl State {
                     Kind::Volume => row_of(&self.volumes, &id),
                     Kind::ServerGroup => row_of(&self.groups, &id),
                     Kind::JoinToken => row_of(&self.join_tokens, &id),
+                    Kind::ApiToken => row_of(&self.api_tokens, &id),
                 };
                 (kind, id, row)
             })
@@ -1394,6 +1474,14 @@ impl State {
         idx(&mut self.names, &self.volumes);
         idx(&mut self.names, &self.groups);
         idx(&mut self.names, &self.join_tokens);
+        // A revoked token's name is free for a new one.
+        for t in self.api_tokens.values().filter(|t| t.revoked_at_ms == 0) {
+            let m = t.meta();
+            self.names.insert(
+                name_key(Kind::ApiToken, &m.project_id, &m.name),
+                m.id.clone(),
+            );
+        }
     }
 }
 

@@ -538,3 +538,45 @@ fn a_request_id_reused_after_its_resource_is_gone_is_not_expired_by_the_old_entr
         other => panic!("unexpected {other:?}"),
     }
 }
+
+#[test]
+fn tokens_revoke_once_free_their_name_and_never_the_last_cloud_admin() {
+    let mut s = State::default();
+    let tok = |id: &str, project: &str, role: andromede_api::v1::Role| {
+        Command::CreateApiToken(ApiToken {
+            meta: meta(id, project, ""),
+            role: role as i32,
+            secret_sha256: "00".into(),
+            ..Default::default()
+        })
+    };
+    use andromede_api::v1::Role;
+    run(&mut s, tok("root", "", Role::Admin)).unwrap();
+    run(&mut s, tok("audit", "", Role::Reader)).unwrap();
+    let last = run(&mut s, Command::RevokeApiToken { id: "root".into() }).unwrap_err();
+    assert_eq!(last.code, CmdErrorCode::FailedPrecondition, "{last:?}");
+    run(&mut s, tok("root-2", "", Role::Admin)).unwrap();
+    let Reply::ApiToken(t) = run(&mut s, Command::RevokeApiToken { id: "root".into() }).unwrap()
+    else {
+        panic!("not a token")
+    };
+    assert_ne!(t.revoked_at_ms, 0);
+    // Revoking again changes nothing; the name is free for a new token.
+    run(&mut s, Command::RevokeApiToken { id: "root".into() }).unwrap();
+    let mut again = tok("root-3", "", Role::Admin);
+    if let Command::CreateApiToken(t) = &mut again {
+        if let Some(m) = t.meta.as_mut() {
+            m.name = "root".into();
+        }
+    }
+    run(&mut s, again).unwrap();
+    assert_eq!(
+        s.names
+            .get(&name_key(Kind::ApiToken, "", "root"))
+            .map(String::as_str),
+        Some("root-3")
+    );
+    // A token of a project that does not exist is refused.
+    let e = run(&mut s, tok("p1", "nope", Role::Member)).unwrap_err();
+    assert_eq!(e.code, CmdErrorCode::NotFound);
+}
