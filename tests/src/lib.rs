@@ -17,7 +17,16 @@ use tonic::transport::Channel;
 pub mod agent;
 pub mod terraform;
 
-pub const TOKEN: &str = "test-token";
+/// The first cloud-admin token of every test cluster: the harness writes it where the first
+/// server looks for it (`bootstrap-admin-token` in its data directory), so the server takes it
+/// instead of making one.
+pub const TOKEN: &str = "andro_00000000000000000000000000007e57_5e1f7e575e1f7e575e1f7e575e1f7e575e1f7e575e1f7e575e1f7e575e1f7e57f2a606f4";
+
+/// The data key of every test cluster (each server gets a copy in its data directory).
+pub const DATA_KEY: &str = "7e57da7a7e57da7a7e57da7a7e57da7a7e57da7a7e57da7a7e57da7a7e57da7a";
+
+/// The shared server credential of every test cluster.
+pub const CLUSTER_TOKEN: &str = "test-cluster-credential";
 
 /// Directory holding the built binaries (`ANDROMEDE_BIN_DIR`, else `target/debug`).
 pub fn bin_dir() -> PathBuf {
@@ -213,13 +222,20 @@ impl Server {
             .arg(self.addr())
             .arg("--data-dir")
             .arg(&self.dir)
-            .arg("--token")
-            .arg(TOKEN)
+            .env("ANDROMEDE_CLUSTER_TOKEN", CLUSTER_TOKEN)
             .args(&self.extra)
             .stdout(Stdio::null())
             .stderr(log);
+        let key = self.dir.join("data-key");
+        if !key.exists() {
+            std::fs::write(&key, DATA_KEY).unwrap();
+        }
         if init {
             c.arg("--init");
+            let f = self.dir.join("bootstrap-admin-token");
+            if !f.exists() {
+                std::fs::write(&f, TOKEN).unwrap();
+            }
         }
         self.child = Some(c.spawn().unwrap());
     }
@@ -278,14 +294,25 @@ impl Drop for Server {
     }
 }
 
+/// Puts one bearer token on every call.
 #[derive(Clone)]
-pub struct Auth;
+pub struct Auth(tonic::metadata::MetadataValue<tonic::metadata::Ascii>);
 
 impl tonic::service::Interceptor for Auth {
     fn call(&mut self, mut r: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
-        r.metadata_mut()
-            .insert("authorization", format!("Bearer {TOKEN}").parse().unwrap());
+        r.metadata_mut().insert("authorization", self.0.clone());
         Ok(r)
+    }
+}
+
+impl Auth {
+    /// The first cloud-admin token.
+    pub fn admin() -> Self {
+        Self::token(TOKEN)
+    }
+
+    pub fn token(token: &str) -> Self {
+        Auth(format!("Bearer {token}").parse().unwrap())
     }
 }
 
@@ -301,13 +328,20 @@ pub struct Clients {
 }
 
 impl Clients {
+    /// Clients acting with the cluster's first cloud-admin token.
     pub fn new(ch: Channel) -> Self {
+        Self::with_token(ch, TOKEN)
+    }
+
+    /// Clients acting with `token`.
+    pub fn with_token(ch: Channel, token: &str) -> Self {
+        let a = Auth::token(token);
         Self {
-            infra: InfrastructureServiceClient::with_interceptor(ch.clone(), Auth),
-            identity: IdentityServiceClient::with_interceptor(ch.clone(), Auth),
-            compute: ComputeServiceClient::with_interceptor(ch.clone(), Auth),
-            volumes: VolumeServiceClient::with_interceptor(ch.clone(), Auth),
-            cluster: ClusterServiceClient::with_interceptor(ch, Auth),
+            infra: InfrastructureServiceClient::with_interceptor(ch.clone(), a.clone()),
+            identity: IdentityServiceClient::with_interceptor(ch.clone(), a.clone()),
+            compute: ComputeServiceClient::with_interceptor(ch.clone(), a.clone()),
+            volumes: VolumeServiceClient::with_interceptor(ch.clone(), a.clone()),
+            cluster: ClusterServiceClient::with_interceptor(ch, a),
         }
     }
 

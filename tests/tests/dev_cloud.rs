@@ -15,11 +15,13 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 const ENDPOINT: &str = "http://127.0.0.1:7400";
-const TOKEN: &str = "andromede-dev-token";
 const T: Duration = Duration::from_secs(180);
 
+/// cloudctl with the token the dev cloud printed the path of (its first cloud-admin token).
 fn cli(args: &[&str]) -> (bool, String, String) {
-    cloudctl_as(ENDPOINT, TOKEN, args)
+    let token = std::fs::read_to_string(repo_root().join("andromede-data/bootstrap-admin-token"))
+        .unwrap_or_default();
+    cloudctl_as(ENDPOINT, token.trim(), args)
 }
 
 /// Names of the libvirt storage pools whose directory lies under `dir`.

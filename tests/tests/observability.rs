@@ -38,7 +38,7 @@ async fn watch_resumes_from_a_revision_and_metrics_count_calls() {
     c.flavor_and_image().await;
     c.project("p", policy(&["FR"], &[], &[], false), None).await;
 
-    let mut events = EventServiceClient::with_interceptor(s.channel().await, Auth);
+    let mut events = EventServiceClient::with_interceptor(s.channel().await, Auth::admin());
     let mut stream = events
         .watch(WatchRequest {
             from_revision: 0,
@@ -187,10 +187,10 @@ async fn the_listener_caps_watches_and_streams_per_connection() {
         kinds: vec![],
         project: String::new(),
     };
-    let mut events = EventServiceClient::with_interceptor(s.channel().await, Auth);
+    let mut events = EventServiceClient::with_interceptor(s.channel().await, Auth::admin());
     let first = events.watch(watch()).await.unwrap().into_inner();
     // A second watch, on another connection, is refused while the first lives.
-    let mut other = EventServiceClient::with_interceptor(s.channel().await, Auth);
+    let mut other = EventServiceClient::with_interceptor(s.channel().await, Auth::admin());
     let e = other.watch(watch()).await.unwrap_err();
     assert_eq!(e.code(), tonic::Code::ResourceExhausted, "{e:?}");
     assert!(e.message().contains("max 1"), "{e:?}");

@@ -682,7 +682,7 @@ async fn what_running_guests_need_stays_and_refusals_name_their_field() {
     // Another project's server group is not found by placement explain, even by id.
     let mut placement = placement_service_client::PlacementServiceClient::with_interceptor(
         s.channel().await,
-        andromede_tests::Auth,
+        andromede_tests::Auth::admin(),
     );
     let e = placement
         .explain(ExplainRequest {

@@ -19,13 +19,19 @@ pub struct Settings {
     /// Directory for the Raft log, the SQLite state and snapshots.
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
-    /// Admin token clients must present as `authorization: Bearer <token>` (env ANDROMEDE_TOKEN).
-    #[arg(long, env = "ANDROMEDE_TOKEN", hide_env_values = true)]
-    #[serde(default)]
-    pub token: Option<String>,
-    /// Shared secret between servers (env ANDROMEDE_CLUSTER_TOKEN; defaults to the admin token).
+    /// With --init on a new cluster: the file holding the first cloud-admin token (read when
+    /// it exists, else written, mode 0600). Default: bootstrap-admin-token in the data directory.
+    #[arg(long)]
+    pub bootstrap_token_file: Option<PathBuf>,
+    /// Shared secret between servers (env ANDROMEDE_CLUSTER_TOKEN). Default: the first server
+    /// makes one in its data directory (cluster-token); give that value to every joining server.
     #[arg(long, env = "ANDROMEDE_CLUSTER_TOKEN", hide_env_values = true)]
     pub cluster_token: Option<String>,
+    /// The cluster's data key, which seals tenant secrets (user-data) at rest. Default:
+    /// data-key in the data directory, made by the first server; every joining server needs a
+    /// copy of it.
+    #[arg(long)]
+    pub data_key_file: Option<PathBuf>,
     /// Prometheus metrics listener, e.g. 127.0.0.1:9400 (off when unset).
     #[arg(long)]
     pub metrics_listen: Option<String>,
@@ -76,8 +82,9 @@ impl Settings {
             listen: self.listen.or(file.listen),
             advertise: self.advertise.or(file.advertise),
             data_dir: self.data_dir.or(file.data_dir),
-            token: self.token.or(file.token),
+            bootstrap_token_file: self.bootstrap_token_file.or(file.bootstrap_token_file),
             cluster_token: self.cluster_token.or(file.cluster_token),
+            data_key_file: self.data_key_file.or(file.data_key_file),
             metrics_listen: self.metrics_listen.or(file.metrics_listen),
             init: self.init.or(file.init),
             log_format: self.log_format.or(file.log_format),

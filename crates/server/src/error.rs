@@ -39,6 +39,11 @@ impl ApiError {
         ApiError::Cmd(CmdError::new(CmdErrorCode::NotFound, message).field(field))
     }
 
+    /// `PERMISSION_DENIED` for what a field asks beyond the caller's role.
+    pub fn denied(field: &str, message: impl Into<String>) -> Self {
+        ApiError::Cmd(CmdError::new(CmdErrorCode::PermissionDenied, message).field(field))
+    }
+
     /// `FAILED_PRECONDITION` caused by a request field's value.
     pub fn refused(field: &str, message: impl Into<String>) -> Self {
         ApiError::Cmd(CmdError::new(CmdErrorCode::FailedPrecondition, message).field(field))

@@ -120,16 +120,17 @@ async fn main() -> anyhow::Result<()> {
             }
             let hosts = hosts.unwrap_or(if agent_bin.is_some() { 0 } else { 3 });
             settings.init = Some(true);
-            if settings.token.is_none() {
-                settings.token = Some("andromede-dev-token".into());
-            }
             let s = settings.load(config.as_deref())?;
+            let token_file_given = s.bootstrap_token_file.is_some();
             init_logs(s.log_format.as_deref());
             let mut r = serve::resolve(s)?;
             // The data directory reaches libvirt through the local agent; libvirtd runs in `/`,
             // so a relative path (the default `andromede-data`) would point elsewhere there.
             std::fs::create_dir_all(&r.data_dir)?;
             r.data_dir = std::fs::canonicalize(&r.data_dir)?;
+            if !token_file_given {
+                r.bootstrap_token_file = r.data_dir.join(andromede_server::bootstrap::TOKEN_FILE);
+            }
             let guest_dir = std::fs::canonicalize(&guest_dir).unwrap_or(guest_dir);
             let node = serve::start_node(&r).await?;
             let seeding = tokio::spawn(andromede_server::seed::seed(
@@ -163,8 +164,10 @@ async fn main() -> anyhow::Result<()> {
             });
             let endpoint = format!("http://{}", r.listen);
             eprintln!(
-                "\nAndromède is starting on {endpoint} (data in {}) with {local}.\nPoint cloudctl at it:\n\n  export ANDROMEDE_ENDPOINT={endpoint}\n  export ANDROMEDE_TOKEN=<the token you gave, or andromede-dev-token>\n  cloudctl host list\n",
-                r.data_dir.display()
+                "\nAndromède is starting on {endpoint} (data in {}) with {local}.\nThe first cloud-admin token is in {} (mode 0600). Point cloudctl at it:\n\n  export ANDROMEDE_ENDPOINT={endpoint}\n  export ANDROMEDE_TOKEN=$(cat {})\n  cloudctl host list\n",
+                r.data_dir.display(),
+                r.bootstrap_token_file.display(),
+                r.bootstrap_token_file.display()
             );
             let failure = std::sync::Arc::new(std::sync::Mutex::new(None::<anyhow::Error>));
             let failed = failure.clone();

@@ -58,6 +58,8 @@ pub struct Node {
     /// One permit per open event watch: each holds a task and a buffer, so they are capped.
     pub watches: Arc<tokio::sync::Semaphore>,
     pub max_watches: usize,
+    /// Seals and opens tenant secrets (user-data); the same key on every server.
+    pub data_key: Arc<crate::sealed::DataKey>,
 }
 
 /// The scheduler's view: applied state plus in-flight reservations.
@@ -92,7 +94,14 @@ pub fn now_ms() -> i64 {
 }
 
 impl Node {
-    pub fn new(id: u64, addr: String, raft: Raft, shared: Arc<Shared>, peers: Peers) -> Self {
+    pub fn new(
+        id: u64,
+        addr: String,
+        raft: Raft,
+        shared: Arc<Shared>,
+        peers: Peers,
+        data_key: Arc<crate::sealed::DataKey>,
+    ) -> Self {
         Self {
             id,
             addr,
@@ -105,6 +114,7 @@ impl Node {
             agents: crate::agents::Agents::new(Duration::from_secs(10)),
             watches: Arc::new(tokio::sync::Semaphore::new(DEFAULT_MAX_WATCHES)),
             max_watches: DEFAULT_MAX_WATCHES,
+            data_key,
         }
     }
 

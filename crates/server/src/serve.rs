@@ -2,10 +2,11 @@
 
 use crate::agents::session::AgentApi;
 use crate::api::Api;
+use crate::auth::AuthLayer;
 use crate::config::Settings;
 use crate::internal::Internal;
 use crate::metrics::GrpcMetricsLayer;
-use crate::network::{Peers, CLUSTER_HEADER};
+use crate::network::Peers;
 use crate::node::Node;
 use andromede_api::v1::{
     agent_service_server::AgentServiceServer, cluster_service_server::ClusterServiceServer,
@@ -20,8 +21,6 @@ use anyhow::Context;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use tonic::service::interceptor::InterceptedService;
-use tonic::{Request, Status};
 
 /// Settings with defaults applied.
 pub struct Resolved {
@@ -29,8 +28,10 @@ pub struct Resolved {
     pub listen: String,
     pub advertise: String,
     pub data_dir: PathBuf,
-    pub token: String,
+    /// Where the first cloud-admin token is (or will be) when this server initializes the cluster.
+    pub bootstrap_token_file: PathBuf,
     pub cluster_token: String,
+    pub data_key_file: PathBuf,
     pub metrics_listen: Option<String>,
     pub init: bool,
     pub raft: openraft::Config,
@@ -45,10 +46,14 @@ pub fn resolve(s: Settings) -> anyhow::Result<Resolved> {
     let node_id = s.node_id.unwrap_or(1);
     anyhow::ensure!(node_id > 0, "node_id must be greater than 0");
     let listen = s.listen.unwrap_or_else(|| "127.0.0.1:7400".into());
-    let token = s
-        .token
-        .filter(|t| !t.is_empty())
-        .context("an admin token is required: --token or ANDROMEDE_TOKEN")?;
+    let init = s.init.unwrap_or(false);
+    let data_dir = s
+        .data_dir
+        .unwrap_or_else(|| PathBuf::from("andromede-data"));
+    let cluster_token = match s.cluster_token.filter(|t| !t.is_empty()) {
+        Some(t) => t,
+        None => crate::bootstrap::cluster_token(&data_dir, init)?,
+    };
     let heartbeat = s.heartbeat_ms.unwrap_or(50);
     let election = s.election_timeout_ms.unwrap_or(250);
     let raft = openraft::Config {
@@ -75,16 +80,16 @@ pub fn resolve(s: Settings) -> anyhow::Result<Resolved> {
         node_id,
         advertise: s.advertise.unwrap_or_else(|| listen.clone()),
         listen,
-        data_dir: s
-            .data_dir
-            .unwrap_or_else(|| PathBuf::from("andromede-data")),
-        cluster_token: s
-            .cluster_token
-            .filter(|t| !t.is_empty())
-            .unwrap_or_else(|| token.clone()),
-        token,
+        bootstrap_token_file: s
+            .bootstrap_token_file
+            .unwrap_or_else(|| data_dir.join(crate::bootstrap::TOKEN_FILE)),
+        data_key_file: s
+            .data_key_file
+            .unwrap_or_else(|| data_dir.join(crate::bootstrap::DATA_KEY_FILE)),
+        data_dir,
+        cluster_token,
         metrics_listen: s.metrics_listen,
-        init: s.init.unwrap_or(false),
+        init,
         raft,
         strategy,
         host_ttl: {
@@ -122,51 +127,11 @@ pub fn resolve(s: Settings) -> anyhow::Result<Resolved> {
     })
 }
 
-fn bearer_check(token: Arc<String>) -> impl Fn(Request<()>) -> Result<Request<()>, Status> + Clone {
-    move |req: Request<()>| {
-        let ok = req
-            .metadata()
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .is_some_and(|t| constant_time_eq(t.as_bytes(), token.as_bytes()));
-        if ok {
-            Ok(req)
-        } else {
-            Err(Status::unauthenticated(
-                "missing or wrong token: send `authorization: Bearer <token>`",
-            ))
-        }
-    }
-}
-
-fn cluster_check(
-    token: Arc<String>,
-) -> impl Fn(Request<()>) -> Result<Request<()>, Status> + Clone {
-    move |req: Request<()>| {
-        let ok = req
-            .metadata()
-            .get(CLUSTER_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|t| constant_time_eq(t.as_bytes(), token.as_bytes()));
-        if ok {
-            Ok(req)
-        } else {
-            Err(Status::unauthenticated(
-                "server-to-server call without the cluster token",
-            ))
-        }
-    }
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 /// Opens storage, starts Raft and returns the node (not yet serving).
 pub async fn start_node(r: &Resolved) -> anyhow::Result<Arc<Node>> {
     std::fs::create_dir_all(&r.data_dir)
         .with_context(|| format!("creating data dir {}", r.data_dir.display()))?;
+    let key = Arc::new(crate::sealed::DataKey::load(&r.data_key_file, r.init)?);
     let log = LogStore::open(&r.data_dir.join("raft.db"))
         .await
         .context("opening the Raft log")?;
@@ -192,7 +157,7 @@ pub async fn start_node(r: &Resolved) -> anyhow::Result<Arc<Node>> {
             .context("initializing the cluster")?;
         tracing::info!(node_id = r.node_id, "initialized a new single-node cluster");
     }
-    let mut node = Node::new(r.node_id, r.advertise.clone(), raft, shared, peers);
+    let mut node = Node::new(r.node_id, r.advertise.clone(), raft, shared, peers, key);
     node.strategy = r.strategy;
     node.agents = crate::agents::Agents::new(r.host_ttl);
     node.limit_watches(r.max_watches);
@@ -221,8 +186,13 @@ pub async fn serve(
         node.agents.clone(),
     ));
 
+    if r.init {
+        tokio::spawn(crate::bootstrap::first_token(
+            node.clone(),
+            r.bootstrap_token_file.clone(),
+        ));
+    }
     let api = Api { node: node.clone() };
-    let auth = bearer_check(Arc::new(r.token.clone()));
     let (health_reporter, health) = tonic_health::server::health_reporter();
     health_reporter
         .set_serving::<ComputeServiceServer<Api>>()
@@ -231,12 +201,9 @@ pub async fn serve(
         .register_encoded_file_descriptor_set(andromede_api::FILE_DESCRIPTOR_SET)
         .build_v1()
         .context("reflection")?;
-    let internal = InterceptedService::new(
-        InternalServiceServer::new(Internal { node: node.clone() })
-            .max_decoding_message_size(1 << 30)
-            .max_encoding_message_size(1 << 30),
-        cluster_check(Arc::new(r.cluster_token.clone())),
-    );
+    let internal = InternalServiceServer::new(Internal { node: node.clone() })
+        .max_decoding_message_size(1 << 30)
+        .max_encoding_message_size(1 << 30);
     let addr = r
         .listen
         .parse()
@@ -248,42 +215,26 @@ pub async fn serve(
         .max_concurrent_streams(Some(r.max_concurrent_streams))
         .timeout(r.request_timeout)
         .layer(GrpcMetricsLayer)
+        // Every call passes the one authorization table before any handler runs.
+        .layer(AuthLayer {
+            node: node.clone(),
+            cluster_token: Arc::new(r.cluster_token.clone()),
+        })
         .add_service(health)
         .add_service(reflection)
         .add_service(internal)
-        // Agents authenticate with their join token, then their host credential.
+        // Agents authenticate with their join token, then their host credential, in the service.
         .add_service(AgentServiceServer::new(AgentApi {
             node: node.clone(),
             agents: node.agents.clone(),
         }))
-        .add_service(InterceptedService::new(
-            InfrastructureServiceServer::new(api.clone()),
-            auth.clone(),
-        ))
-        .add_service(InterceptedService::new(
-            IdentityServiceServer::new(api.clone()),
-            auth.clone(),
-        ))
-        .add_service(InterceptedService::new(
-            ComputeServiceServer::new(api.clone()),
-            auth.clone(),
-        ))
-        .add_service(InterceptedService::new(
-            VolumeServiceServer::new(api.clone()),
-            auth.clone(),
-        ))
-        .add_service(InterceptedService::new(
-            PlacementServiceServer::new(api.clone()),
-            auth.clone(),
-        ))
-        .add_service(InterceptedService::new(
-            EventServiceServer::new(api.clone()),
-            auth.clone(),
-        ))
-        .add_service(InterceptedService::new(
-            ClusterServiceServer::new(api),
-            auth,
-        ))
+        .add_service(InfrastructureServiceServer::new(api.clone()))
+        .add_service(IdentityServiceServer::new(api.clone()))
+        .add_service(ComputeServiceServer::new(api.clone()))
+        .add_service(VolumeServiceServer::new(api.clone()))
+        .add_service(PlacementServiceServer::new(api.clone()))
+        .add_service(EventServiceServer::new(api.clone()))
+        .add_service(ClusterServiceServer::new(api))
         .serve_with_shutdown(addr, async {
             shutdown.await;
             node.agents.close_all();

@@ -13,7 +13,6 @@ use andromede_model::capacity::DEFAULT_RATIOS;
 use andromede_model::validate::{self as val, Violations};
 use andromede_store::command::Reply;
 use andromede_store::{Command, State};
-use sha2::{Digest, Sha256};
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,17 +30,30 @@ pub struct AgentApi {
     pub agents: Arc<Agents>,
 }
 
-pub fn sha256_hex(s: &str) -> String {
-    hex::encode(Sha256::digest(s.as_bytes()))
-}
-
+pub use andromede_auth::sha256_hex;
 /// 256 random bits as hex, for secrets and credentials.
-pub fn secret() -> String {
-    format!(
-        "{}{}",
-        uuid::Uuid::new_v4().simple(),
-        uuid::Uuid::new_v4().simple()
-    )
+pub use andromede_auth::token::random_secret as secret;
+
+/// Checks what an agent says of its host, at enrollment (capacity required) and in every
+/// hello (capacity optional): bounded numbers and strings, so a compromised host cannot claim
+/// unbounded capacity.
+fn check_inventory(v: &mut Violations, inv: &andromede_api::v1::HostInventory, required: bool) {
+    let cap = inv.capacity.unwrap_or_default();
+    if required || cap.vcpus > 0 || cap.memory_mib > 0 {
+        v.positive("inventory.capacity.vcpus", cap.vcpus, val::MAX_VCPUS);
+        v.positive(
+            "inventory.capacity.memory_mib",
+            cap.memory_mib,
+            val::MAX_MEMORY_MIB,
+        );
+        v.positive(
+            "inventory.capacity.disk_gib",
+            cap.disk_gib,
+            val::MAX_DISK_GIB,
+        );
+    }
+    v.text("inventory.driver", &inv.driver, 64);
+    v.text("inventory.agent_version", &inv.agent_version, 64);
 }
 
 /// A fresh join token for `datacenter_id`, valid `ttl_secs`, and the `<id>.<secret>` string an
@@ -120,22 +132,38 @@ fn not_leader(node: &Node) -> Status {
 impl AgentApi {
     /// Checks the hello's credential and records what the agent reports of its host.
     async fn hello(&self, h: &AgentHello) -> Result<Host, Status> {
-        // A leader fresh from an election may not have applied the host's enrollment yet.
-        self.node.read_barrier(false).await?;
-        let host = self
-            .node
-            .read(|s| s.hosts.get(&h.host_id).cloned())
-            .ok_or_else(|| {
-                Status::unauthenticated(format!(
-                    "host {} is not enrolled here (was it deleted?): enroll again with a new join token",
-                    h.host_id
-                ))
-            })?;
-        if host.credential_sha256.is_empty() || host.credential_sha256 != sha256_hex(&h.credential)
+        let mut v = Violations::new();
+        v.text("host_id", &h.host_id, 64);
+        v.text("credential", &h.credential, 256);
+        let inv = h.inventory.clone().unwrap_or_default();
+        check_inventory(&mut v, &inv, false);
+        crate::api::check(v)?;
+        // The credential is checked on this server's state before anything costs a quorum
+        // read; only a host this server has not heard of yet (a leader fresh from an election
+        // may not have applied its enrollment) waits for one.
+        let known = |node: &Node| node.read(|s| s.hosts.get(&h.host_id).cloned());
+        let host = match known(&self.node) {
+            Some(host) => host,
+            None => {
+                self.node.read_barrier(false).await?;
+                known(&self.node).ok_or_else(|| {
+                    Status::unauthenticated(format!(
+                        "host {} is not enrolled here (was it deleted?): enroll again with a new join token",
+                        h.host_id
+                    ))
+                })?
+            }
+        };
+        if host.credential_sha256.is_empty()
+            || !crate::auth::constant_time_eq(
+                host.credential_sha256.as_bytes(),
+                sha256_hex(&h.credential).as_bytes(),
+            )
         {
             return Err(Status::unauthenticated("wrong host credential"));
         }
-        let inv = h.inventory.clone().unwrap_or_default();
+        // Still the host's state as of the last commit this server applied.
+        self.node.read_barrier(false).await?;
         let capacity = inv.capacity.filter(|c| c.vcpus > 0 && c.memory_mib > 0);
         let changed = host.state == HostState::Down as i32
             || (capacity.is_some() && capacity != host.capacity)
@@ -156,8 +184,34 @@ impl AgentApi {
         Ok(host)
     }
 
+    /// The host booting an instance receives its user-data opened.
+    fn open(&self, d: &mut DesiredState) {
+        for i in &mut d.instances {
+            self.node.data_key.open_instance(i);
+        }
+    }
+
     /// Queues what the agent observed for the log, limited to resources on its own host.
     fn reports(&self, host: &str, r: Reports) {
+        // A host speaks for its own resources only (the stream is bound to it); anything else
+        // is dropped and logged, never recorded.
+        let foreign = self.node.read(|s| {
+            r.instances
+                .iter()
+                .filter(|x| s.instances.get(&x.id).is_some_and(|i| i.host_id != host))
+                .map(|x| format!("instance {}", x.id))
+                .chain(
+                    r.volumes
+                        .iter()
+                        .filter(|x| s.volumes.get(&x.id).is_some_and(|v| v.host_id != host))
+                        .map(|x| format!("volume {}", x.id)),
+                )
+                .take(5)
+                .collect::<Vec<_>>()
+        });
+        if !foreign.is_empty() {
+            tracing::warn!(host, about = ?foreign, "refused a report about another host's resources");
+        }
         let (inst, vols) = self.node.read(|s| {
             let inst: Vec<(String, InstanceState, String)> = r
                 .instances
@@ -230,7 +284,8 @@ impl AgentApi {
     ) {
         // The hello waited for a read barrier, and this stream's routes were registered before
         // this read: the full state misses nothing committed before or after it.
-        let first = self.node.read(|s| full_state(s, &host));
+        let mut first = self.node.read(|s| full_state(s, &host));
+        self.open(&mut first);
         if tx.send(Ok(desired(first))).await.is_err() {
             self.agents.disconnect(&host, session);
             return;
@@ -268,7 +323,10 @@ impl AgentApi {
                             Err(_) => break,
                         }
                     }
-                    let msg = self.node.read(|s| changes_for(s, &host, &batch));
+                    let mut msg = self.node.read(|s| changes_for(s, &host, &batch));
+                    if let Some(m) = msg.as_mut() {
+                        self.open(m);
+                    }
                     if let Some(d) = msg {
                         // Never wait on a slow agent: that would stop reading its heartbeats.
                         // It reconnects and gets the full state instead.
@@ -362,29 +420,26 @@ impl AgentService for AgentApi {
             );
         }
         let inv = r.inventory.unwrap_or_default();
+        check_inventory(&mut v, &inv, true);
         let cap = inv.capacity.unwrap_or_default();
-        v.positive("inventory.capacity.vcpus", cap.vcpus, val::MAX_VCPUS);
-        v.positive(
-            "inventory.capacity.memory_mib",
-            cap.memory_mib,
-            val::MAX_MEMORY_MIB,
-        );
-        v.positive(
-            "inventory.capacity.disk_gib",
-            cap.disk_gib,
-            val::MAX_DISK_GIB,
-        );
-        v.text("inventory.driver", &inv.driver, 64);
-        v.text("inventory.agent_version", &inv.agent_version, 64);
         if !r.credential.is_empty() && !(32..=256).contains(&r.credential.len()) {
             v.add("credential", "must be 32 to 256 characters (or empty)");
         }
         crate::api::check(v)?;
+        // A bogus join token is refused here, on this server's state, before anything is
+        // proposed: an unauthenticated caller never costs a replicated entry. Apply checks
+        // again (single use under races).
         let credential = if r.credential.is_empty() {
             secret()
         } else {
             r.credential.clone()
         };
+        let presented = sha256_hex(token_secret);
+        let credential_sha256 = sha256_hex(&credential);
+        let now = crate::node::now_ms();
+        self.node
+            .read(|s| s.join_token_check(token_id, &presented, &credential_sha256, now))
+            .map_err(crate::error::ApiError::Cmd)?;
         let host = Host {
             meta: crate::api::meta(&r.hostname, "", ""),
             state: HostState::Up as i32,
@@ -392,12 +447,12 @@ impl AgentService for AgentApi {
             ratios: Some(DEFAULT_RATIOS),
             driver: inv.driver,
             agent_version: inv.agent_version,
-            credential_sha256: sha256_hex(&credential),
+            credential_sha256,
             ..Default::default()
         };
         let cmd = Command::EnrollHost {
             token_id: token_id.to_string(),
-            secret_sha256: sha256_hex(token_secret),
+            secret_sha256: presented,
             host,
         };
         let rep = self.node.submit(Proposal::Cmd(cmd)).await?;

@@ -1,7 +1,9 @@
 //! ComputeService: instances (placed by the leader's scheduler) and server groups.
 
 use super::paging::Page;
-use super::{check, find, list_in_project, meta, project_id, stale, upper, Api};
+use super::{
+    caller, check, find, list_in_project, meta, project_id, project_ref, stale, upper, Api,
+};
 use crate::error::ApiError;
 use crate::node::Proposal;
 use crate::reply;
@@ -62,24 +64,35 @@ pub fn check_within_policy(
 }
 
 impl Api {
-    async fn action(&self, r: InstanceActionRequest, a: A) -> R<Instance> {
-        let inst: Instance = self.read(false, |s| find(s, &r.r#ref)).await??;
+    /// The instance as its API readers see it: user-data opened.
+    fn opened(&self, r: R<Instance>) -> R<Instance> {
+        r.map(|mut resp| {
+            self.node.data_key.open_instance(resp.get_mut());
+            resp
+        })
+    }
+
+    async fn action(&self, r: Request<InstanceActionRequest>, a: A) -> R<Instance> {
+        let who = caller(&r)?;
+        let r = r.into_inner();
+        let inst: Instance = self.read(false, |s| find(s, &who, &r.r#ref)).await??;
         let cmd = Command::InstanceAction {
             id: inst.meta().id.clone(),
             action: a,
         };
         let rep = self.node.submit(Proposal::Cmd(cmd)).await?;
-        reply!(rep, Instance)
+        self.opened(reply!(rep, Instance))
     }
 }
 
 #[tonic::async_trait]
 impl ComputeService for Api {
     async fn create_instance(&self, r: Request<CreateInstanceRequest>) -> R<Instance> {
+        let who = caller(&r)?;
         let r = r.into_inner();
         let mut v = Violations::new();
         v.name("name", &r.name);
-        v.reference("project", &r.project);
+        project_ref(&mut v, &who, "project", &r.project);
         v.reference("flavor", &r.flavor);
         v.reference("image", &r.image);
         v.text("user_data", &r.user_data, val::MAX_USER_DATA);
@@ -99,7 +112,7 @@ impl ComputeService for Api {
         let inst = self.node.read(|s| -> Result<Instance, ApiError> {
             let mut v = Violations::new();
             let constraints = resolve_constraints(s, &mut v, &r.constraints);
-            let pid = project_id(s, "project", &r.project)?;
+            let pid = project_id(s, &who, "project", &r.project)?;
             let flavor = s.find::<Flavor>("", &r.flavor).cloned();
             if flavor.is_none() {
                 v.add("flavor", format!("flavor {:?} does not exist", r.flavor));
@@ -115,7 +128,7 @@ impl ComputeService for Api {
             let group = if r.server_group.is_empty() {
                 String::new()
             } else {
-                match super::project_group(s, &pid, &r.server_group) {
+                match super::project_group(s, &who, &pid, &r.server_group) {
                     Some(g) => g.meta().id.clone(),
                     None => {
                         v.add(
@@ -135,11 +148,19 @@ impl ComputeService for Api {
                 .get(&pid)
                 .ok_or_else(|| ApiError::NotFound(format!("project {pid} not found")))?;
             check_within_policy(s, project, &constraints)?;
+            let meta = meta(&r.name, &pid, &r.request_id);
+            let id = meta.as_ref().map(|m| m.id.clone()).unwrap_or_default();
+            // Sealed before it is proposed: the log and the state only hold ciphertext.
+            let user_data = self
+                .node
+                .data_key
+                .seal(&id, &r.user_data)
+                .map_err(|e| ApiError::Internal(format!("sealing user_data: {e}")))?;
             Ok(Instance {
-                meta: meta(&r.name, &pid, &r.request_id),
+                meta,
                 flavor_id: flavor.meta().id.clone(),
                 image_id: image.meta().id.clone(),
-                user_data: r.user_data.clone(),
+                user_data,
                 ssh_keys: r.ssh_keys.clone(),
                 server_group_id: group,
                 constraints: Some(constraints),
@@ -154,19 +175,20 @@ impl ComputeService for Api {
             })
         })?;
         let rep = self.node.submit(Proposal::PlaceInstance(inst)).await?;
-        reply!(rep, Instance)
+        self.opened(reply!(rep, Instance))
     }
 
     async fn get_instance(&self, r: Request<GetRequest>) -> R<Instance> {
-        self.get(r).await
+        self.opened(self.get(r).await)
     }
 
     async fn list_instances(&self, r: Request<ListRequest>) -> R<ListInstancesResponse> {
+        let who = caller(&r)?;
         let r = r.into_inner();
         let page = Page::new(r.page_size, &r.page_token)?;
         let (mut instances, next_page_token) = self
             .read(stale(&r.read), |s| {
-                list_in_project::<Instance>(s, &r.project, &page)
+                list_in_project::<Instance>(s, &who, &r.project, &page)
             })
             .await??;
         // User-data can be large (and secret): only GetInstance returns it.
@@ -178,22 +200,23 @@ impl ComputeService for Api {
     }
 
     async fn start_instance(&self, r: Request<InstanceActionRequest>) -> R<Instance> {
-        self.action(r.into_inner(), A::Start).await
+        self.action(r, A::Start).await
     }
 
     async fn stop_instance(&self, r: Request<InstanceActionRequest>) -> R<Instance> {
-        self.action(r.into_inner(), A::Stop).await
+        self.action(r, A::Stop).await
     }
 
     async fn reboot_instance(&self, r: Request<InstanceActionRequest>) -> R<Instance> {
-        self.action(r.into_inner(), A::Reboot).await
+        self.action(r, A::Reboot).await
     }
 
     async fn delete_instance(&self, r: Request<InstanceActionRequest>) -> R<Instance> {
-        self.action(r.into_inner(), A::Delete).await
+        self.action(r, A::Delete).await
     }
 
     async fn get_console_log(&self, r: Request<GetConsoleLogRequest>) -> R<GetConsoleLogResponse> {
+        let who = caller(&r)?;
         let r = r.into_inner();
         let mut v = Violations::new();
         if r.max_bytes > 1 << 20 {
@@ -207,7 +230,7 @@ impl ComputeService for Api {
         };
         let (inst, simulated) = self
             .read(false, |s| {
-                let i: Instance = find(s, &r.r#ref)?;
+                let i: Instance = find(s, &who, &r.r#ref)?;
                 let sim = s.hosts.get(&i.host_id).is_some_and(|h| h.simulated);
                 Ok::<_, ApiError>((i, sim))
             })
@@ -255,16 +278,17 @@ impl ComputeService for Api {
     }
 
     async fn create_server_group(&self, r: Request<CreateServerGroupRequest>) -> R<ServerGroup> {
+        let who = caller(&r)?;
         let r = r.into_inner();
         let mut v = Violations::new();
         v.name("name", &r.name);
-        v.reference("project", &r.project);
+        project_ref(&mut v, &who, "project", &r.project);
         let gp = GroupPolicy::try_from(r.policy).ok();
         v.enum_value("policy", gp.is_some(), false, r.policy);
         v.request_id("request_id", &r.request_id);
         check(v)?;
         let pid = self
-            .read(false, |s| project_id(s, "project", &r.project))
+            .read(false, |s| project_id(s, &who, "project", &r.project))
             .await??;
         let g = ServerGroup {
             meta: meta(&r.name, &pid, &r.request_id),
@@ -284,11 +308,12 @@ impl ComputeService for Api {
     }
 
     async fn list_server_groups(&self, r: Request<ListRequest>) -> R<ListServerGroupsResponse> {
+        let who = caller(&r)?;
         let r = r.into_inner();
         let page = Page::new(r.page_size, &r.page_token)?;
         let (server_groups, next_page_token) = self
             .read(stale(&r.read), |s| {
-                list_in_project::<ServerGroup>(s, &r.project, &page)
+                list_in_project::<ServerGroup>(s, &who, &r.project, &page)
             })
             .await??;
         Ok(Response::new(ListServerGroupsResponse {

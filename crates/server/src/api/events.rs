@@ -1,6 +1,6 @@
 //! EventService: a resumable watch of resource events (from memory, or disk for old revisions).
 
-use super::{project_id, Api};
+use super::{caller, project_id, Api};
 use andromede_api::v1::event_service_server::EventService;
 use andromede_api::v1::{Event, WatchRequest};
 use andromede_store::retention::EVENT_HISTORY;
@@ -16,15 +16,19 @@ impl EventService for Api {
     type WatchStream = EventStream;
 
     async fn watch(&self, r: Request<WatchRequest>) -> Result<Response<EventStream>, Status> {
+        let who = caller(&r)?;
         let r = r.into_inner();
-        // Held by the forwarding task below: the slot frees when the watch ends.
-        let slot = self.node.watch_slot()?;
-        let project = if r.project.is_empty() {
+        // A project-scoped watcher sees its project's events only, whatever it asks.
+        let project = if r.project.is_empty() && who.confined_to().is_none() {
             String::new()
         } else {
-            self.read(false, |s| project_id(s, "project", &r.project))
+            self.read(false, |s| project_id(s, &who, "project", &r.project))
                 .await??
         };
+        // Tokens are shown to those who may list them.
+        let tokens_too = who.allows(andromede_auth::access::TOKEN_READ);
+        // Held by the forwarding task below: the slot frees when the watch ends.
+        let slot = self.node.watch_slot()?;
         // Subscribe before reading history so nothing falls between the two.
         let mut live = self.node.shared.events.subscribe();
         let (ring_start, ring) = self.node.read(|s| {
@@ -61,6 +65,7 @@ impl EventService for Api {
         let keep = move |e: &Event| {
             (kinds.is_empty() || kinds.contains(&e.kind))
                 && (project.is_empty() || e.project_id == project)
+                && (tokens_too || e.kind != "api_token")
         };
         let (tx, rx) = tokio::sync::mpsc::channel(1024);
         tokio::spawn(async move {

@@ -1,11 +1,13 @@
-//! IdentityService: projects with their sovereignty policies and quotas.
+//! IdentityService: projects with their sovereignty policies and quotas, and the API tokens
+//! that act in them.
 
-use super::{check, find, meta, stale, upper, Api};
+use super::{caller, check, find, meta, stale, upper, visible, Api};
 use crate::error::ApiError;
 use crate::node::Proposal;
 use crate::reply;
 use andromede_api::v1::identity_service_server::IdentityService;
 use andromede_api::v1::*;
+use andromede_auth::access::role_name;
 use andromede_model::validate::Violations;
 use andromede_store::resource::Resource;
 use andromede_store::Command;
@@ -58,6 +60,7 @@ impl IdentityService for Api {
     }
 
     async fn update_project(&self, r: Request<UpdateProjectRequest>) -> R<Project> {
+        let who = caller(&r)?;
         let r = r.into_inner();
         let mut v = Violations::new();
         let policy = r.policy.as_ref().map(|p| check_policy(&mut v, "policy", p));
@@ -65,13 +68,36 @@ impl IdentityService for Api {
             v.text("description", d, 1024);
         }
         check(v)?;
-        let p: Project = self.read(false, |s| find(s, &r.r#ref)).await??;
+        let p: Project = self.read(false, |s| find(s, &who, &r.r#ref)).await??;
+        let mut expected_generation = r.expected_generation;
+        if !who.is_cloud_admin() {
+            // A project admin may narrow its policy, never widen it or touch the quota.
+            if r.quota.is_some() {
+                return Err(
+                    ApiError::denied("quota", "only a cloud-admin token changes quotas").into(),
+                );
+            }
+            if let Some(new) = &policy {
+                let old = p.policy.clone().unwrap_or_default();
+                if let Some((field, why)) = andromede_model::policy::widens(&old, new) {
+                    return Err(ApiError::denied(
+                        &field,
+                        format!("{why}; a project admin may only narrow the policy, a cloud-admin widens it"),
+                    )
+                    .into());
+                }
+                // Judged against the policy read here, so the change applies to that one only.
+                if expected_generation == 0 {
+                    expected_generation = p.meta().generation;
+                }
+            }
+        }
         let cmd = Command::UpdateProject {
             id: p.meta().id.clone(),
             policy,
             quota: r.quota,
             description: r.description,
-            expected_generation: r.expected_generation,
+            expected_generation,
         };
         let rep = self.node.submit(Proposal::Cmd(cmd)).await?;
         reply!(rep, Project)
@@ -82,10 +108,13 @@ impl IdentityService for Api {
     }
 
     async fn list_projects(&self, r: Request<ListRequest>) -> R<ListProjectsResponse> {
+        let who = caller(&r)?;
         let r = r.into_inner();
         let page = super::paging::Page::new(r.page_size, &r.page_token)?;
         let (projects, next_page_token) = self
-            .read(stale(&r.read), |s| page.take(s.projects.values()))
+            .read(stale(&r.read), |s| {
+                page.take(s.projects.values().filter(|p| visible(&who, *p)))
+            })
             .await?;
         Ok(Response::new(ListProjectsResponse {
             projects,
@@ -102,6 +131,7 @@ impl IdentityService for Api {
         &self,
         r: Request<ComplianceReportRequest>,
     ) -> R<ComplianceReport> {
+        let who = caller(&r)?;
         let r = r.into_inner();
         let members = self.node.members();
         let applied = self
@@ -113,7 +143,7 @@ impl IdentityService for Api {
             .map_or(0, |l| l.index);
         let report = self
             .read(stale(&r.read), |s| {
-                let pid = super::project_id(s, "project", &r.project)?;
+                let pid = super::project_id(s, &who, "project", &r.project)?;
                 let project = s.projects.get(&pid).cloned().ok_or_else(|| {
                     ApiError::missing("project", format!("project {:?} not found", r.project))
                 })?;
@@ -125,6 +155,177 @@ impl IdentityService for Api {
             applied_index: applied,
             ..report
         }))
+    }
+
+    async fn create_token(&self, r: Request<CreateTokenRequest>) -> R<CreateTokenResponse> {
+        let who = caller(&r)?;
+        let r = r.into_inner();
+        let mut v = Violations::new();
+        v.name("name", &r.name);
+        v.optional_reference("project", &r.project);
+        let role = Role::try_from(r.role)
+            .ok()
+            .filter(|x| *x != Role::Unspecified);
+        if role.is_none() {
+            v.add("role", "must be ROLE_READER, ROLE_MEMBER or ROLE_ADMIN");
+        }
+        // Ten years: beyond that a token is better made without an expiry, on purpose.
+        if r.ttl_secs > 10 * 365 * 24 * 3600 {
+            v.add(
+                "ttl_secs",
+                "must be at most 315360000 (ten years); 0 never expires",
+            );
+        }
+        v.request_id("request_id", &r.request_id);
+        check(v)?;
+        let role = role.unwrap_or(Role::Reader);
+        // A project-scoped creator makes tokens for its own project; the cloud scope makes
+        // cloud tokens unless it names a project.
+        let pid = if r.project.is_empty() && who.confined_to().is_none() {
+            None
+        } else {
+            Some(
+                self.read(false, |s| super::project_id(s, &who, "project", &r.project))
+                    .await??,
+            )
+        };
+        if pid.is_none() && role == Role::Member {
+            return Err(ApiError::invalid(
+                "role",
+                "the cloud scope has ROLE_ADMIN (cloud-admin) and ROLE_READER (cloud-reader)",
+            )
+            .into());
+        }
+        let wanted = role_name(pid.is_none(), role);
+        if !who.may_grant(pid.as_deref(), role) {
+            return Err(ApiError::denied(
+                "role",
+                format!(
+                    "a {} token cannot create a {wanted} token{}",
+                    role_name(who.project_id.is_none(), who.role),
+                    if pid.is_none() {
+                        " in the cloud scope"
+                    } else {
+                        ""
+                    }
+                ),
+            )
+            .into());
+        }
+        let (id, secret) = andromede_auth::generate();
+        let now = crate::node::now_ms();
+        let ttl_ms = i64::try_from(r.ttl_secs).unwrap_or(i64::MAX / 1000) * 1000;
+        let mut m = meta(&r.name, pid.as_deref().unwrap_or_default(), &r.request_id);
+        if let Some(m) = m.as_mut() {
+            m.id = id.clone();
+        }
+        let parsed = andromede_auth::parse(&secret)
+            .map_err(|e| ApiError::Internal(format!("a fresh token does not parse: {e}")))?;
+        let t = ApiToken {
+            meta: m,
+            role: role as i32,
+            role_name: wanted.into(),
+            created_by: who.token_id.clone(),
+            expires_at_ms: if r.ttl_secs == 0 {
+                0
+            } else {
+                now.saturating_add(ttl_ms)
+            },
+            revoked_at_ms: 0,
+            secret_sha256: andromede_auth::sha256_hex(&parsed.secret),
+            project_name: String::new(),
+        };
+        let rep = self
+            .node
+            .submit(Proposal::Cmd(Command::CreateApiToken(t)))
+            .await?;
+        let andromede_store::command::Reply::ApiToken(mut t) = rep else {
+            return Err(Status::internal("unexpected reply to CreateApiToken"));
+        };
+        t.redact();
+        // A retried request returns the token the first attempt made, whose secret was shown
+        // to that attempt only.
+        let secret = if t.meta().id == id {
+            secret
+        } else {
+            String::new()
+        };
+        let t = self.node.read(|s| named(s, t));
+        Ok(Response::new(CreateTokenResponse {
+            token: Some(t),
+            secret,
+        }))
+    }
+
+    async fn list_tokens(&self, r: Request<ListTokensRequest>) -> R<ListTokensResponse> {
+        let who = caller(&r)?;
+        let r = r.into_inner();
+        let page = super::paging::Page::new(r.page_size, &r.page_token)?;
+        let now = crate::node::now_ms();
+        let (tokens, next_page_token) = self
+            .read(stale(&r.read), |s| {
+                let p = if r.project.is_empty() {
+                    None
+                } else {
+                    Some(super::project_id(s, &who, "project", &r.project)?)
+                };
+                Ok::<_, ApiError>(
+                    page.take(
+                        s.api_tokens
+                            .values()
+                            .filter(|t| visible(&who, *t))
+                            .filter(|t| p.as_ref().is_none_or(|p| t.meta().project_id == *p))
+                            .filter(|t| r.include_inactive || active(t, now)),
+                    ),
+                )
+            })
+            .await??;
+        let tokens = self.node.read(|s| {
+            tokens
+                .into_iter()
+                .map(|mut t| {
+                    t.redact();
+                    named(s, t)
+                })
+                .collect()
+        });
+        Ok(Response::new(ListTokensResponse {
+            tokens,
+            next_page_token,
+        }))
+    }
+
+    async fn revoke_token(&self, r: Request<RevokeTokenRequest>) -> R<ApiToken> {
+        let who = caller(&r)?;
+        let r = r.into_inner();
+        let t: ApiToken = self.read(false, |s| find(s, &who, &r.r#ref)).await??;
+        let rep = self
+            .node
+            .submit(Proposal::Cmd(Command::RevokeApiToken {
+                id: t.meta().id.clone(),
+            }))
+            .await?;
+        let andromede_store::command::Reply::ApiToken(mut t) = rep else {
+            return Err(Status::internal("unexpected reply to RevokeApiToken"));
+        };
+        t.redact();
+        Ok(Response::new(self.node.read(|s| named(s, t))))
+    }
+
+    async fn who_am_i(&self, r: Request<WhoAmIRequest>) -> R<ApiToken> {
+        let who = caller(&r)?;
+        let t = self
+            .node
+            .read(|s| {
+                s.api_tokens
+                    .get(&who.token_id)
+                    .cloned()
+                    .map(|t| named(s, t))
+            })
+            .ok_or_else(|| Status::unauthenticated("this token no longer exists"))?;
+        let mut t = t;
+        t.redact();
+        Ok(Response::new(t))
     }
 }
 
@@ -209,4 +410,19 @@ fn compliance(
         rows,
         ..Default::default()
     }
+}
+
+/// Whether a token can still be used at `now`.
+fn active(t: &ApiToken, now: i64) -> bool {
+    t.revoked_at_ms == 0 && (t.expires_at_ms == 0 || now < t.expires_at_ms)
+}
+
+/// The token with its project's name filled in, for display.
+fn named(s: &andromede_store::State, mut t: ApiToken) -> ApiToken {
+    t.project_name = s
+        .projects
+        .get(&t.meta().project_id)
+        .map(|p| p.meta().name.clone())
+        .unwrap_or_default();
+    t
 }

@@ -86,6 +86,7 @@ impl InfrastructureService for Api {
     }
 
     async fn update_datacenter(&self, r: Request<UpdateDatacenterRequest>) -> R<Datacenter> {
+        let who = super::caller(&r)?;
         let r = r.into_inner();
         let mut v = Violations::new();
         let country = r.country.as_ref().map(|c| c.trim().to_ascii_uppercase());
@@ -99,7 +100,7 @@ impl InfrastructureService for Api {
         let status = DatacenterStatus::try_from(r.status).ok();
         v.enum_value("status", status.is_some(), true, r.status);
         check(v)?;
-        let dc: Datacenter = self.read(false, |s| find(s, &r.r#ref)).await??;
+        let dc: Datacenter = self.read(false, |s| find(s, &who, &r.r#ref)).await??;
         let cmd = Command::UpdateDatacenter {
             id: dc.meta().id.clone(),
             country,
@@ -208,13 +209,14 @@ impl InfrastructureService for Api {
     }
 
     async fn set_host_state(&self, r: Request<SetHostStateRequest>) -> R<Host> {
+        let who = super::caller(&r)?;
         let r = r.into_inner();
         let mut v = Violations::new();
         let state = HostState::try_from(r.state).ok();
         v.enum_value("state", state.is_some(), false, r.state);
         check(v)?;
         let state = state.unwrap_or(HostState::Up);
-        let host: Host = self.read(false, |s| find(s, &r.r#ref)).await??;
+        let host: Host = self.read(false, |s| find(s, &who, &r.r#ref)).await??;
         let cmd = Command::SetHostState {
             id: host.meta().id.clone(),
             state,
@@ -268,8 +270,9 @@ impl InfrastructureService for Api {
     }
 
     async fn declare_host_lost(&self, r: Request<DeclareHostLostRequest>) -> R<Host> {
+        let who = super::caller(&r)?;
         let r = r.into_inner();
-        let h: Host = self.read(false, |s| find(s, &r.r#ref)).await??;
+        let h: Host = self.read(false, |s| find(s, &who, &r.r#ref)).await??;
         let id = h.meta().id.clone();
         let rep = self
             .node
@@ -384,6 +387,7 @@ impl InfrastructureService for Api {
     }
 
     async fn create_image(&self, r: Request<CreateImageRequest>) -> R<Image> {
+        let who = super::caller(&r)?;
         let r = r.into_inner();
         let mut v = Violations::new();
         v.name("name", &r.name);
@@ -415,11 +419,32 @@ impl InfrastructureService for Api {
             v.add("initrd", "needs a kernel");
         }
         v.text("cmdline", &r.cmdline, 2048);
+        if who.confined_to().is_some() {
+            // A file source is read on the host: only the cloud may point at host files.
+            let sources = [
+                Some(&r.source),
+                r.kernel.as_ref().map(|k| &k.source),
+                r.initrd.as_ref().map(|k| &k.source),
+            ];
+            for (field, src) in ["source", "kernel.source", "initrd.source"]
+                .iter()
+                .zip(sources)
+            {
+                if src.is_some_and(|s| !(s.starts_with("https://") || s.starts_with("http://"))) {
+                    v.add(
+                        *field,
+                        "a project image must come from an http:// or https:// URL",
+                    );
+                }
+            }
+        }
         check(v)?;
-        let project = if r.project.is_empty() {
+        // A confined caller's image belongs to its project; the cloud's are public unless it
+        // names a project.
+        let project = if r.project.is_empty() && who.confined_to().is_none() {
             String::new()
         } else {
-            self.read(false, |s| super::project_id(s, "project", &r.project))
+            self.read(false, |s| super::project_id(s, &who, "project", &r.project))
                 .await??
         };
         let img = Image {
@@ -444,6 +469,7 @@ impl InfrastructureService for Api {
     }
 
     async fn list_images(&self, r: Request<ListRequest>) -> R<ListImagesResponse> {
+        let who = super::caller(&r)?;
         let r = r.into_inner();
         let page = super::paging::Page::new(r.page_size, &r.page_token)?;
         let (images, next_page_token) = self
@@ -451,12 +477,13 @@ impl InfrastructureService for Api {
                 let p = if r.project.is_empty() {
                     None
                 } else {
-                    Some(super::project_id(s, "project", &r.project)?)
+                    Some(super::project_id(s, &who, "project", &r.project)?)
                 };
                 // Images of no project are shared by all.
                 let visible = |i: &&Image| {
                     let owner = &i.meta().project_id;
-                    p.as_ref().is_none_or(|p| owner.is_empty() || owner == p)
+                    super::visible(&who, *i)
+                        && p.as_ref().is_none_or(|p| owner.is_empty() || owner == p)
                 };
                 Ok::<_, ApiError>(page.take(s.images.values().filter(visible)))
             })
@@ -468,6 +495,16 @@ impl InfrastructureService for Api {
     }
 
     async fn delete_image(&self, r: Request<DeleteRequest>) -> R<DeleteResponse> {
+        let who = super::caller(&r)?;
+        let found: Image = self
+            .read(false, |s| find(s, &who, &r.get_ref().r#ref))
+            .await??;
+        if found.meta().project_id.is_empty() && !who.is_cloud_admin() {
+            return Err(Status::permission_denied(format!(
+                "image {} is public: only a cloud-admin token deletes it",
+                found.meta().name
+            )));
+        }
         self.delete::<Image>(r, |id| Command::DeleteImage { id })
             .await
     }

@@ -13,7 +13,8 @@ pub mod volumes;
 use crate::error::ApiError;
 use crate::node::Node;
 use andromede_api::v1::{Meta, Project, ReadOptions, ResourceRef};
-use andromede_store::resource::Resource;
+use andromede_auth::Principal;
+use andromede_store::resource::{Kind, Resource};
 use andromede_store::state::Table;
 use andromede_store::State;
 use std::sync::Arc;
@@ -42,28 +43,94 @@ pub fn stale(r: &Option<ReadOptions>) -> bool {
     r.as_ref().is_some_and(|o| o.stale)
 }
 
-/// The project a reference names (by id or name).
-pub fn project_id(s: &State, field: &str, r: &str) -> Result<String, ApiError> {
+/// The caller of a request, as the authorization layer (`crate::auth`) established it.
+pub fn caller<T>(r: &tonic::Request<T>) -> Result<Principal, ApiError> {
+    r.extensions()
+        .get::<Principal>()
+        .cloned()
+        .ok_or_else(|| ApiError::Internal("the call has no authenticated caller".into()))
+}
+
+/// Whether `caller` may see `r` at all. The cloud scope sees everything; a project sees its
+/// own resources and project, and the shared catalog (datacenters, flavors, public images).
+/// Anything else answers exactly as if it did not exist.
+pub fn visible<T: Resource>(caller: &Principal, r: &T) -> bool {
+    let Some(p) = caller.confined_to() else {
+        return true;
+    };
+    let m = r.meta();
+    match T::KIND {
+        Kind::Project => m.id == p,
+        Kind::Datacenter | Kind::Flavor => true,
+        Kind::Image => m.project_id.is_empty() || m.project_id == p,
+        Kind::Instance | Kind::Volume | Kind::ServerGroup | Kind::ApiToken => m.project_id == p,
+        Kind::Host | Kind::JoinToken => false,
+    }
+}
+
+/// The project a reference names (by id or name); an empty reference means the caller's own
+/// project for a project-scoped caller.
+pub fn project_id(s: &State, caller: &Principal, field: &str, r: &str) -> Result<String, ApiError> {
     if r.is_empty() {
-        return Err(ApiError::invalid(field, "must name a project"));
+        return caller
+            .confined_to()
+            .map(String::from)
+            .ok_or_else(|| ApiError::invalid(field, "must name a project"));
     }
     s.find::<Project>("", r)
+        .filter(|p| visible(caller, *p))
         .map(|p| p.meta().id.clone())
         .ok_or_else(|| ApiError::missing(field, format!("project {r:?} not found")))
+}
+
+/// A resource of project `pid` (or, for images, a public one) by id or name, as `caller`
+/// sees it: an id from another project is not found.
+pub fn find_in<'a, T: Resource>(
+    s: &'a State,
+    caller: &Principal,
+    pid: &str,
+    r: &str,
+) -> Option<&'a T>
+where
+    State: Table<T>,
+{
+    s.find::<T>(pid, r)
+        .filter(|x| x.meta().project_id == pid && visible(caller, *x))
 }
 
 /// A server group of project `pid` by id or name; another project's group is not found, even by id.
 pub fn project_group<'a>(
     s: &'a State,
+    caller: &Principal,
     pid: &str,
     r: &str,
 ) -> Option<&'a andromede_api::v1::ServerGroup> {
-    s.find::<andromede_api::v1::ServerGroup>(pid, r)
-        .filter(|g| g.meta().project_id == pid)
+    find_in(s, caller, pid, r)
 }
 
-/// Finds a resource from a [`ResourceRef`]; names of project-owned kinds are scoped by `project`.
-pub fn find<T: Resource>(s: &State, r: &Option<ResourceRef>) -> Result<T, ApiError>
+/// Checks a request's project reference: required from the cloud scope, optional (meaning
+/// its own project) from a project-scoped caller.
+pub fn project_ref(
+    v: &mut andromede_model::validate::Violations,
+    caller: &Principal,
+    field: &str,
+    r: &str,
+) {
+    if caller.confined_to().is_some() {
+        v.optional_reference(field, r);
+    } else {
+        v.reference(field, r);
+    }
+}
+
+/// Finds a resource from a [`ResourceRef`] as `caller` sees it; names of project-owned kinds
+/// are scoped by `ref.project`, or the caller's project (images also fall back to public
+/// ones); names of cloud-wide kinds are cloud-wide.
+pub fn find<T: Resource>(
+    s: &State,
+    caller: &Principal,
+    r: &Option<ResourceRef>,
+) -> Result<T, ApiError>
 where
     State: Table<T>,
 {
@@ -72,22 +139,39 @@ where
         return Err(ApiError::invalid("ref.id_or_name", "must not be empty"));
     }
     let scope = if r.project.is_empty() {
-        String::new()
+        caller.confined_to().unwrap_or_default().to_string()
     } else {
-        project_id(s, "ref.project", &r.project)?
+        project_id(s, caller, "ref.project", &r.project)?
     };
-    s.find::<T>(&scope, &r.id_or_name).cloned().ok_or_else(|| {
-        ApiError::missing(
-            "ref.id_or_name",
-            format!("{} {:?} not found", T::KIND.name(), r.id_or_name),
-        )
-    })
+    // Projects, the catalog and the infrastructure have cloud-wide names, whoever asks; an
+    // image's name is the project's own first, then a public image's.
+    let found = match T::KIND {
+        Kind::Datacenter | Kind::Host | Kind::Flavor | Kind::Project | Kind::JoinToken => {
+            s.find::<T>("", &r.id_or_name)
+        }
+        Kind::Image => s
+            .find::<T>(&scope, &r.id_or_name)
+            .or_else(|| s.find::<T>("", &r.id_or_name)),
+        Kind::Instance | Kind::Volume | Kind::ServerGroup | Kind::ApiToken => {
+            s.find::<T>(&scope, &r.id_or_name)
+        }
+    };
+    found
+        .filter(|x| visible(caller, *x))
+        .cloned()
+        .ok_or_else(|| {
+            ApiError::missing(
+                "ref.id_or_name",
+                format!("{} {:?} not found", T::KIND.name(), r.id_or_name),
+            )
+        })
 }
 
-/// One page of the resources of one kind, limited to one project when `project` names one,
-/// with the next page's token.
+/// One page of the resources of one kind that `caller` sees, limited to one project when
+/// `project` names one, with the next page's token.
 pub fn list_in_project<T: Resource>(
     s: &State,
+    caller: &Principal,
     project: &str,
     page: &paging::Page,
 ) -> Result<(Vec<T>, String), ApiError>
@@ -97,11 +181,12 @@ where
     let p = if project.is_empty() {
         None
     } else {
-        Some(project_id(s, "project", project)?)
+        Some(project_id(s, caller, "project", project)?)
     };
     Ok(page.take(
         <State as Table<T>>::table(s)
             .values()
+            .filter(|x| visible(caller, *x))
             .filter(|x| p.as_ref().is_none_or(|p| x.meta().project_id == *p)),
     ))
 }
@@ -115,9 +200,10 @@ impl Api {
     where
         State: Table<T>,
     {
+        let who = caller(&r)?;
         let r = r.into_inner();
         let mut found = self
-            .read(stale(&r.read), |s| find::<T>(s, &r.r#ref))
+            .read(stale(&r.read), |s| find::<T>(s, &who, &r.r#ref))
             .await??;
         found.redact();
         Ok(tonic::Response::new(found))
@@ -132,8 +218,9 @@ impl Api {
     where
         State: Table<T>,
     {
+        let who = caller(&r)?;
         let r = r.into_inner();
-        let found: T = self.read(false, |s| find(s, &r.r#ref)).await??;
+        let found: T = self.read(false, |s| find(s, &who, &r.r#ref)).await??;
         let id = found.meta().id.clone();
         deleted(
             self.node

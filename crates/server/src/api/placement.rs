@@ -1,7 +1,7 @@
 //! PlacementService: the scheduler as a dry run, explaining every filter.
 
 use super::compute::{check_within_policy, resolve_constraints};
-use super::{check, project_id, Api};
+use super::{caller, check, project_id, project_ref, Api};
 use crate::error::ApiError;
 use crate::node::PlanInput;
 use andromede_api::v1::placement_service_server::PlacementService;
@@ -16,9 +16,10 @@ impl PlacementService for Api {
         &self,
         r: Request<ExplainRequest>,
     ) -> Result<Response<PlacementExplanation>, Status> {
+        let who = caller(&r)?;
         let r = r.into_inner();
         let mut v = Violations::new();
-        v.reference("project", &r.project);
+        project_ref(&mut v, &who, "project", &r.project);
         if r.flavor.is_empty() && r.volume_gib == 0 {
             v.add("flavor", "give a flavor (instance) or volume_gib (volume)");
         }
@@ -33,7 +34,7 @@ impl PlacementService for Api {
         let (input, resources) = self.node.read(|s| -> Result<_, ApiError> {
             let mut v = Violations::new();
             let constraints = resolve_constraints(s, &mut v, &r.constraints);
-            let pid = project_id(s, "project", &r.project)?;
+            let pid = project_id(s, &who, "project", &r.project)?;
             let resources = if r.flavor.is_empty() {
                 Resources {
                     disk_gib: r.volume_gib,
@@ -55,7 +56,7 @@ impl PlacementService for Api {
             let group = if r.server_group.is_empty() {
                 None
             } else {
-                let g = super::project_group(s, &pid, &r.server_group);
+                let g = super::project_group(s, &who, &pid, &r.server_group);
                 if g.is_none() {
                     v.add(
                         "server_group",
@@ -92,9 +93,11 @@ impl PlacementService for Api {
                     reasons: f.reasons.iter().map(|(r, n)| format!("{n} {r}")).collect(),
                 })
                 .collect(),
+            // Tenants see datacenters, not the host inventory.
             chosen_host_id: e
                 .chosen
                 .as_ref()
+                .filter(|_| who.confined_to().is_none())
                 .map(|c| c.host_id.clone())
                 .unwrap_or_default(),
             chosen_datacenter_id: e

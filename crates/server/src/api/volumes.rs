@@ -2,12 +2,15 @@
 
 use super::compute::{check_within_policy, resolve_constraints};
 use super::paging::Page;
-use super::{check, find, list_in_project, meta, project_id, stale, Api};
+use super::{
+    caller, check, find, find_in, list_in_project, meta, project_id, project_ref, stale, Api,
+};
 use crate::error::ApiError;
 use crate::node::Proposal;
 use crate::reply;
 use andromede_api::v1::volume_service_server::VolumeService;
 use andromede_api::v1::*;
+use andromede_auth::Principal;
 use andromede_model::validate::{self as val, Violations};
 use andromede_store::command::VolumeOp;
 use andromede_store::resource::Resource;
@@ -19,18 +22,18 @@ type R<T> = Result<Response<T>, Status>;
 impl Api {
     async fn volume_op(
         &self,
+        who: &Principal,
         vref: &Option<ResourceRef>,
         op: VolumeOp,
         instance: &str,
     ) -> R<Volume> {
         let (vol, inst_id) = self
             .read(false, |s| -> Result<(Volume, String), ApiError> {
-                let vol: Volume = find(s, vref)?;
+                let vol: Volume = find(s, who, vref)?;
                 let inst_id = if instance.is_empty() {
                     String::new()
                 } else {
-                    s.find::<Instance>(&vol.meta().project_id, instance)
-                        .filter(|i| i.meta().project_id == vol.meta().project_id)
+                    find_in::<Instance>(s, who, &vol.meta().project_id, instance)
                         .map(|i| i.meta().id.clone())
                         .ok_or_else(|| {
                             ApiError::missing(
@@ -55,10 +58,11 @@ impl Api {
 #[tonic::async_trait]
 impl VolumeService for Api {
     async fn create_volume(&self, r: Request<CreateVolumeRequest>) -> R<Volume> {
+        let who = caller(&r)?;
         let r = r.into_inner();
         let mut v = Violations::new();
         v.name("name", &r.name);
-        v.reference("project", &r.project);
+        project_ref(&mut v, &who, "project", &r.project);
         v.positive("size_gib", r.size_gib, val::MAX_DISK_GIB);
         v.optional_reference("near_instance", &r.near_instance);
         v.request_id("request_id", &r.request_id);
@@ -67,13 +71,13 @@ impl VolumeService for Api {
         let (vol, near) = self.node.read(|s| -> Result<(Volume, String), ApiError> {
             let mut v = Violations::new();
             let constraints = resolve_constraints(s, &mut v, &r.constraints);
-            let pid = project_id(s, "project", &r.project)?;
+            let pid = project_id(s, &who, "project", &r.project)?;
             let near = if r.near_instance.is_empty() {
                 String::new()
             } else {
-                match s.find::<Instance>(&pid, &r.near_instance) {
-                    Some(i) if i.meta().project_id == pid => i.meta().id.clone(),
-                    _ => {
+                match find_in::<Instance>(s, &who, &pid, &r.near_instance) {
+                    Some(i) => i.meta().id.clone(),
+                    None => {
                         v.add(
                             "near_instance",
                             format!("instance {:?} does not exist", r.near_instance),
@@ -114,11 +118,12 @@ impl VolumeService for Api {
     }
 
     async fn list_volumes(&self, r: Request<ListRequest>) -> R<ListVolumesResponse> {
+        let who = caller(&r)?;
         let r = r.into_inner();
         let page = Page::new(r.page_size, &r.page_token)?;
         let (volumes, next_page_token) = self
             .read(stale(&r.read), |s| {
-                list_in_project::<Volume>(s, &r.project, &page)
+                list_in_project::<Volume>(s, &who, &r.project, &page)
             })
             .await??;
         Ok(Response::new(ListVolumesResponse {
@@ -128,30 +133,34 @@ impl VolumeService for Api {
     }
 
     async fn delete_volume(&self, r: Request<DeleteRequest>) -> R<Volume> {
+        let who = caller(&r)?;
         let r = r.into_inner();
-        self.volume_op(&r.r#ref, VolumeOp::Delete, "").await
+        self.volume_op(&who, &r.r#ref, VolumeOp::Delete, "").await
     }
 
     async fn attach_volume(&self, r: Request<AttachVolumeRequest>) -> R<Volume> {
+        let who = caller(&r)?;
         let r = r.into_inner();
         let mut v = Violations::new();
         v.reference("instance", &r.instance);
         check(v)?;
-        self.volume_op(&r.volume, VolumeOp::Attach, &r.instance)
+        self.volume_op(&who, &r.volume, VolumeOp::Attach, &r.instance)
             .await
     }
 
     async fn detach_volume(&self, r: Request<DetachVolumeRequest>) -> R<Volume> {
+        let who = caller(&r)?;
         let r = r.into_inner();
-        self.volume_op(&r.volume, VolumeOp::Detach, "").await
+        self.volume_op(&who, &r.volume, VolumeOp::Detach, "").await
     }
 
     async fn extend_volume(&self, r: Request<ExtendVolumeRequest>) -> R<Volume> {
+        let who = caller(&r)?;
         let r = r.into_inner();
         let mut v = Violations::new();
         v.positive("size_gib", r.size_gib, val::MAX_DISK_GIB);
         check(v)?;
-        let vol: Volume = self.read(false, |s| find(s, &r.volume)).await??;
+        let vol: Volume = self.read(false, |s| find(s, &who, &r.volume)).await??;
         let cmd = Command::ExtendVolume {
             id: vol.meta().id.clone(),
             size_gib: r.size_gib,
