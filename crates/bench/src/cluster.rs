@@ -48,6 +48,8 @@ struct WorkDir {
 pub struct Cluster {
     pub servers: Vec<Server>,
     token: String,
+    cluster_token: String,
+    data_key: String,
     work: WorkDir,
     keep: bool,
 }
@@ -71,10 +73,12 @@ impl Cluster {
         };
         // A fresh token per run, so that a stray server from an earlier run on the same ports
         // answers Unauthenticated instead of silently taking part.
-        let token = format!("bench-{}", uuid::Uuid::new_v4().simple());
+        let (_, token) = andromede_auth::generate();
         Ok(Cluster {
             servers: Vec::new(),
             token,
+            cluster_token: andromede_auth::token::random_secret(),
+            data_key: andromede_auth::token::random_secret(),
             work,
             keep,
         })
@@ -116,17 +120,24 @@ impl Cluster {
                 .arg(&addr)
                 .arg("--data-dir")
                 .arg(&data_dir)
-                // Through the environment so the token stays out of the process list.
-                .env("ANDROMEDE_TOKEN", &self.token)
-                .env_remove("ANDROMEDE_CLUSTER_TOKEN")
+                // Through the environment so the credential stays out of the process list.
+                .env("ANDROMEDE_CLUSTER_TOKEN", &self.cluster_token)
                 // The logs go to files: escape codes would only clutter them.
                 .env("NO_COLOR", "1")
                 .stdin(Stdio::null())
                 .stdout(out)
                 .stderr(err)
                 .kill_on_drop(true);
+            // Every server holds the same data key.
+            std::fs::create_dir_all(&data_dir)?;
+            std::fs::write(data_dir.join("data-key"), &self.data_key)
+                .context("writing the data key")?;
             if node_id == 1 {
                 cmd.arg("--init");
+                // The first server takes this run's admin token as its bootstrap token.
+                std::fs::create_dir_all(&data_dir)?;
+                std::fs::write(data_dir.join("bootstrap-admin-token"), &self.token)
+                    .context("writing the bootstrap token")?;
             }
             let child = cmd
                 .spawn()

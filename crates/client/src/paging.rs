@@ -42,7 +42,8 @@ macro_rules! paged {
 }
 
 paged!(
-    requests: ListRequest, ListDatacentersRequest, ListHostsRequest, ListJoinTokensRequest;
+    requests: ListRequest, ListDatacentersRequest, ListHostsRequest, ListJoinTokensRequest,
+        ListTokensRequest;
     responses:
         ListInstancesResponse => instances,
         ListServerGroupsResponse => server_groups,
@@ -52,7 +53,8 @@ paged!(
         ListHostsResponse => hosts,
         ListJoinTokensResponse => join_tokens,
         ListFlavorsResponse => flavors,
-        ListImagesResponse => images
+        ListImagesResponse => images,
+        ListTokensResponse => tokens
 );
 
 /// Fetches every page of `req` with `fetch` and returns one response holding all the items
@@ -132,6 +134,42 @@ mod tests {
             })
             .unwrap_or_default();
         assert_eq!(ids, ["a", "b", "c", "d", "e"]);
+    }
+
+    #[tokio::test]
+    async fn follows_the_pages_of_api_tokens() {
+        let req = ListTokensRequest {
+            include_inactive: true,
+            ..Default::default()
+        };
+        let all = all_pages(req, |r: ListTokensRequest| async move {
+            assert!(r.include_inactive, "the filter is kept on every page");
+            let (name, next) = match r.page_token.as_str() {
+                "" => ("a", "t1"),
+                _ => ("b", ""),
+            };
+            Ok(ListTokensResponse {
+                tokens: vec![ApiToken {
+                    meta: Some(Meta {
+                        name: name.to_owned(),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }],
+                next_page_token: next.to_owned(),
+            })
+        })
+        .await;
+        let names: Vec<String> = all
+            .map(|r| {
+                r.tokens
+                    .into_iter()
+                    .filter_map(|t| t.meta)
+                    .map(|m| m.name)
+                    .collect()
+            })
+            .unwrap_or_default();
+        assert_eq!(names, ["a", "b"]);
     }
 
     #[tokio::test]

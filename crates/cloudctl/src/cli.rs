@@ -29,6 +29,10 @@ Examples:
   # Follow what happens, as JSON lines
   cloudctl events watch --kind instance -o json
 
+  # A token for acme's CI, limited to acme, expiring in 30 days; then who it is
+  cloudctl token create ci --project acme --role member --ttl 30d
+  ANDROMEDE_TOKEN=andro_… cloudctl whoami
+
 Connection settings come from flags, then ANDROMEDE_* variables, then the profile file
 (ANDROMEDE_CONFIG or ~/.config/andromede/config.toml), then the defaults.";
 
@@ -117,6 +121,12 @@ pub enum Command {
     /// Compliance of a project's resources and metadata with its sovereignty policy
     #[command(subcommand)]
     Compliance(ComplianceCmd),
+    /// API tokens and their roles: cloud-admin, cloud-reader; project admin ⊃ member ⊃ reader
+    #[command(subcommand, after_long_help = ROLES)]
+    Token(TokenCmd),
+    /// Show the token in use: its id, name, scope, role and expiry
+    #[command(after_long_help = ROLES)]
+    Whoami,
     /// Print a shell completion script (e.g. `cloudctl completions bash > /etc/bash_completion.d/cloudctl`)
     Completions {
         /// Shell to generate the script for
@@ -131,10 +141,144 @@ pub enum ComplianceCmd {
     /// metadata, with datacenter, country, operator and the policy's verdict today. Exits 1 when
     /// anything violates the policy (an unlocated server counts: its location cannot be shown).
     Report {
-        /// Project (id or name)
+        /// Project (id or name); defaults to the token's project
         #[arg(long, short = 'p', value_name = "PROJECT")]
-        project: String,
+        project: Option<String>,
     },
+}
+
+/// The role model, shown under `token --help` and `whoami --help`.
+const ROLES: &str = "\
+Roles: every token acts in one scope, the whole cloud or one project, with one role.
+
+  Cloud scope (no --project):
+    cloud-admin   everything: datacenters, hosts, flavors, public images, the cluster,
+                  projects and their quotas, every project's resources and tokens
+    cloud-reader  reads everything (hosts, cluster status, every project, every token)
+                  but console logs, changes nothing
+
+  Project scope (--project P), each role including the one below it:
+    admin         member, plus the project's tokens and narrowing (never widening) its
+                  sovereignty policy; quotas and widening stay with the cloud-admin
+    member        reader, plus creating, changing and deleting the project's instances,
+                  volumes, server groups and images, and reading console logs
+    reader        the project's resources, the shared catalog (datacenters, flavors,
+                  public images), placement dry runs, its events and compliance report
+
+A project token sees nothing of other projects (their resources answer \"not found\") nor
+the hosts and the cluster, and commands that take --project default to its own project.
+A token creates tokens only in its own scope (the cloud scope: in any project) and with a
+role no higher than its own. Details and the table of every RPC: docs/security.md.";
+
+#[derive(Subcommand, Debug)]
+pub enum TokenCmd {
+    /// Create an API token; its secret is printed once, and never again
+    ///
+    /// Without --project (from a cloud-scoped token) it is a cloud token: `--role admin` makes a
+    /// cloud-admin, `--role reader` a cloud-reader. With --project, or from a project-scoped
+    /// token, it acts in that project with the role given. Only the secret's SHA-256 is kept:
+    /// store the printed secret now. With -o json|yaml the answer holds the token and the
+    /// secret.
+    #[command(after_help = "\
+Examples:
+  cloudctl token create ops-readonly --role reader
+  cloudctl token create ci --project acme --role member --ttl 30d
+  SECRET=$(cloudctl token create deploy -p acme --role member --ttl 12h -o json | jq -r .secret)")]
+    Create(TokenCreate),
+    /// List the tokens this token may see (never their secrets)
+    ///
+    /// A cloud-scoped token sees every token, a project admin its project's. Revoked and expired
+    /// tokens are left out unless --all is given, which adds a STATE column.
+    List {
+        /// Only this project's tokens (id or name)
+        #[arg(long, short = 'p', value_name = "PROJECT")]
+        project: Option<String>,
+        /// Also list revoked and expired tokens
+        #[arg(long)]
+        all: bool,
+    },
+    /// Revoke a token: every server refuses it once the revocation is applied
+    ///
+    /// Revoking the token in use works too; revoke the last cloud-admin token and nobody can
+    /// administer the cloud any more.
+    Revoke {
+        /// Id or name of the token
+        #[arg(value_name = "ID|NAME")]
+        reference: String,
+        /// Project (id or name) in which to look the name up; not needed for ids, defaults to
+        /// the token's project
+        #[arg(long, short = 'p', value_name = "PROJECT")]
+        project: Option<String>,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct TokenCreate {
+    /// Name of the token, unique in its scope among tokens not revoked (e.g. who or what uses it)
+    pub name: String,
+    /// Role of the token: admin or reader in the cloud scope (cloud-admin, cloud-reader), admin,
+    /// member or reader in a project; never higher than the creating token's
+    #[arg(long, value_enum)]
+    pub role: RoleArg,
+    /// Project (id or name) the token acts in; without it, the cloud scope (or, from a
+    /// project-scoped token, that token's project)
+    #[arg(long, short = 'p', value_name = "PROJECT")]
+    pub project: Option<String>,
+    /// Lifetime: a number with a unit, s, m, h, d or w (e.g. 3600s, 12h, 30d; at most 3650d);
+    /// without it the token never expires
+    #[arg(long, value_name = "DURATION", value_parser = parse_ttl)]
+    pub ttl: Option<u64>,
+    /// Idempotency key; a random one is generated when absent and reused by automatic retries
+    #[arg(long, value_name = "ID")]
+    pub request_id: Option<String>,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RoleArg {
+    /// Everything in its scope (cloud-admin in the cloud scope)
+    Admin,
+    /// A project's resources, read and write (project scope only)
+    Member,
+    /// Reads only (cloud-reader in the cloud scope)
+    Reader,
+}
+
+/// The longest lifetime the server accepts: ten years.
+pub const MAX_TTL_SECS: u64 = 10 * 365 * 24 * 3600;
+
+/// A token lifetime such as `30d`, `12h`, `90m` or `3600s` (a bare number is seconds), in
+/// seconds.
+pub fn parse_ttl(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (digits, unit) = t.split_at(split);
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration like 3600s, 12h, 30d or 2w"))?;
+    let per = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        "w" => 7 * 86_400,
+        other => {
+            return Err(format!(
+                "unknown unit `{other}` in `{s}`: use s, m, h, d or w (e.g. 12h, 30d)"
+            ))
+        }
+    };
+    let secs = n
+        .checked_mul(per)
+        .filter(|v| *v <= MAX_TTL_SECS)
+        .ok_or_else(|| {
+            format!("`{s}` is longer than ten years (3650d), the most a token may live")
+        })?;
+    if secs == 0 {
+        return Err(
+            "a lifetime of 0 makes no sense: leave --ttl out for a token that never expires".into(),
+        );
+    }
+    Ok(secs)
 }
 
 /// `--wait` and `--timeout`, shared by every command that starts an asynchronous change.
@@ -156,7 +300,8 @@ pub struct ScopedRef {
     #[arg(value_name = "REF")]
     pub reference: String,
 
-    /// Project (id or name) in which to look the name up; not needed for ids
+    /// Project (id or name) in which to look the name up; not needed for ids, defaults to the
+    /// token's project
     #[arg(long, short = 'p', value_name = "PROJECT")]
     pub project: Option<String>,
 }
@@ -676,9 +821,9 @@ pub const MAX_CONSOLE_BYTES: u64 = 1 << 20;
 pub struct InstanceCreate {
     /// Name of the instance, unique in its project
     pub name: String,
-    /// Owning project (id or name)
+    /// Owning project (id or name); defaults to the token's project
     #[arg(long, short = 'p', value_name = "PROJECT")]
-    pub project: String,
+    pub project: Option<String>,
     /// Flavor (id or name)
     #[arg(long, value_name = "FLAVOR")]
     pub flavor: String,
@@ -741,9 +886,9 @@ pub enum ServerGroupCmd {
     Create {
         /// Name of the group, unique in its project
         name: String,
-        /// Owning project (id or name)
+        /// Owning project (id or name); defaults to the token's project
         #[arg(long, short = 'p', value_name = "PROJECT")]
-        project: String,
+        project: Option<String>,
         /// Keep members on the same host (affinity) or on different hosts (anti-affinity)
         #[arg(long, value_enum)]
         policy: GroupPolicyArg,
@@ -803,9 +948,9 @@ pub enum VolumeCmd {
 pub struct VolumeCreate {
     /// Name of the volume, unique in its project
     pub name: String,
-    /// Owning project (id or name)
+    /// Owning project (id or name); defaults to the token's project
     #[arg(long, short = 'p', value_name = "PROJECT")]
-    pub project: String,
+    pub project: Option<String>,
     /// Size, in GiB
     #[arg(long, value_name = "N")]
     pub size_gib: u64,
@@ -837,7 +982,7 @@ pub struct VolumeAttach {
     /// Instance (id or name) to attach to
     #[arg(long, value_name = "INSTANCE")]
     pub instance: String,
-    /// Project (id or name) in which to look names up
+    /// Project (id or name) in which to look names up; defaults to the token's project
     #[arg(long, short = 'p', value_name = "PROJECT")]
     pub project: Option<String>,
     #[command(flatten)]
@@ -849,7 +994,7 @@ pub struct VolumeDetach {
     /// Id or name of the volume
     #[arg(value_name = "VOLUME")]
     pub volume: String,
-    /// Project (id or name) in which to look the name up
+    /// Project (id or name) in which to look the name up; defaults to the token's project
     #[arg(long, short = 'p', value_name = "PROJECT")]
     pub project: Option<String>,
     #[command(flatten)]
@@ -864,7 +1009,7 @@ pub struct VolumeExtend {
     /// New size, in GiB; must be larger than the current one
     #[arg(long, visible_alias = "size-gib", value_name = "GIB")]
     pub size: u64,
-    /// Project (id or name) in which to look the name up
+    /// Project (id or name) in which to look the name up; defaults to the token's project
     #[arg(long, short = 'p', value_name = "PROJECT")]
     pub project: Option<String>,
     #[command(flatten)]
@@ -883,9 +1028,9 @@ pub enum PlacementCmd {
 #[derive(Args, Debug)]
 #[command(group = clap::ArgGroup::new("what").required(true).args(["flavor", "volume_gib"]))]
 pub struct PlacementExplain {
-    /// Project (id or name) whose policy applies
+    /// Project (id or name) whose policy applies; defaults to the token's project
     #[arg(long, short = 'p', value_name = "PROJECT")]
-    pub project: String,
+    pub project: Option<String>,
     /// Explain an instance of this flavor (id or name)
     #[arg(long, value_name = "FLAVOR")]
     pub flavor: Option<String>,
@@ -1007,7 +1152,7 @@ mod tests {
             panic!("wrong command");
         };
         assert_eq!(c.name, "web-1");
-        assert_eq!(c.project, "acme");
+        assert_eq!(c.project.as_deref(), Some("acme"));
         assert_eq!(c.constraints.country, ["FR", "DE", "IT"]);
         assert_eq!(c.constraints.datacenter, ["par1"]);
         assert_eq!(c.ssh_keys, ["ssh-ed25519 AAA"]);
@@ -1297,6 +1442,94 @@ mod tests {
         assert!(with(&["--kernel-sha256", "cd"]).is_err());
         assert!(with(&["--initrd", "/i", "--initrd-sha256", "ef"]).is_err());
         assert!(with(&["--cmdline", "quiet"]).is_err());
+    }
+
+    #[test]
+    fn parses_tokens_and_their_lifetimes() {
+        let cli = parse(&[
+            "cloudctl", "token", "create", "ci", "-p", "acme", "--role", "member", "--ttl", "30d",
+        ]);
+        let Command::Token(TokenCmd::Create(c)) = cli.command else {
+            panic!("wrong command");
+        };
+        assert_eq!((c.name.as_str(), c.role), ("ci", RoleArg::Member));
+        assert_eq!(c.project.as_deref(), Some("acme"));
+        assert_eq!(c.ttl, Some(30 * 86_400));
+        let cli = parse(&["cloudctl", "token", "create", "ops", "--role", "reader"]);
+        assert!(matches!(
+            cli.command,
+            Command::Token(TokenCmd::Create(TokenCreate {
+                ttl: None,
+                project: None,
+                ..
+            }))
+        ));
+        assert!(Cli::try_parse_from(["cloudctl", "token", "create", "x"]).is_err());
+        assert!(
+            Cli::try_parse_from(["cloudctl", "token", "create", "x", "--role", "owner"]).is_err()
+        );
+        let cli = parse(&["cloudctl", "token", "list", "--all"]);
+        assert!(matches!(
+            cli.command,
+            Command::Token(TokenCmd::List {
+                all: true,
+                project: None
+            })
+        ));
+        let cli = parse(&["cloudctl", "token", "revoke", "ci", "-p", "acme"]);
+        assert!(matches!(
+            cli.command,
+            Command::Token(TokenCmd::Revoke { ref reference, .. }) if reference == "ci"
+        ));
+        assert!(matches!(
+            parse(&["cloudctl", "whoami"]).command,
+            Command::Whoami
+        ));
+
+        assert_eq!(parse_ttl("3600s"), Ok(3600));
+        assert_eq!(parse_ttl("3600"), Ok(3600));
+        assert_eq!(parse_ttl("90m"), Ok(5400));
+        assert_eq!(parse_ttl("12h"), Ok(43_200));
+        assert_eq!(parse_ttl("2w"), Ok(1_209_600));
+        assert_eq!(parse_ttl("3650d"), Ok(MAX_TTL_SECS));
+        for bad in [
+            "",
+            "d",
+            "0",
+            "0h",
+            "1y",
+            "-5s",
+            "3651d",
+            "99999999999999999999w",
+        ] {
+            assert!(parse_ttl(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn tenant_commands_default_to_the_tokens_project() {
+        let cli = parse(&[
+            "cloudctl", "instance", "create", "w", "--flavor", "f", "--image", "i",
+        ]);
+        let Command::Instance(InstanceCmd::Create(c)) = cli.command else {
+            panic!("wrong command");
+        };
+        assert_eq!(c.project, None);
+        for args in [
+            &["cloudctl", "volume", "create", "v", "--size-gib", "1"][..],
+            &[
+                "cloudctl",
+                "server-group",
+                "create",
+                "g",
+                "--policy",
+                "affinity",
+            ],
+            &["cloudctl", "placement", "explain", "--flavor", "f"],
+            &["cloudctl", "compliance", "report"],
+        ] {
+            assert!(Cli::try_parse_from(args).is_ok(), "{args:?}");
+        }
     }
 
     #[test]

@@ -10,8 +10,20 @@ use tonic::{Code, Status};
 pub fn format_status(status: &Status, endpoint: Option<&str>) -> String {
     let mut out = format!("error: {}", describe(status));
     match status.code() {
+        Code::Unauthenticated
+            if status.message().contains("revoked") || status.message().contains("expired") =>
+        {
+            out.push_str(
+                "\nhint: this token no longer works; use another with --token, the ANDROMEDE_TOKEN \
+                 variable or a profile (an admin of its scope makes one with `cloudctl token create`)",
+            )
+        }
         Code::Unauthenticated => out.push_str(
             "\nhint: pass a token with --token, the ANDROMEDE_TOKEN variable or a profile",
+        ),
+        Code::PermissionDenied => out.push_str(
+            "\nhint: `cloudctl whoami` shows this token's scope and role; docs/security.md lists \
+             what each role may call",
         ),
         Code::Unavailable if is_transport_failure(status) => {
             if let Some(ep) = endpoint {
@@ -59,6 +71,16 @@ mod tests {
         assert!(
             format_status(&Status::unauthenticated("no token"), None).contains("ANDROMEDE_TOKEN")
         );
+        let text = format_status(
+            &Status::unauthenticated("token \"ci\" (t1) was revoked"),
+            None,
+        );
+        assert!(
+            text.contains("ANDROMEDE_TOKEN") && text.contains("cloudctl token create"),
+            "{text}"
+        );
+        let text = format_status(&Status::permission_denied("a reader token may not…"), None);
+        assert!(text.contains("cloudctl whoami"), "{text}");
         let text = format_status(&Status::unavailable("transport error"), Some("http://x:1"));
         assert!(
             text.contains("http://x:1") && text.contains("ANDROMEDE_ENDPOINT"),

@@ -4,7 +4,8 @@
 use std::io::Write;
 
 use andromede_api::v1::{
-    DatacenterStatus, EventType, GroupPolicy, HostState, InstanceState, PowerIntent, VolumeState,
+    DatacenterStatus, EventType, GroupPolicy, HostState, InstanceState, PowerIntent, Role,
+    VolumeState,
 };
 use anyhow::Result;
 use clap::ValueEnum;
@@ -36,6 +37,7 @@ pub enum Kind {
     ServerGroup,
     Volume,
     JoinToken,
+    ApiToken,
     Event,
     /// No enum fields.
     Plain,
@@ -69,6 +71,7 @@ fn enum_fields(kind: Kind) -> &'static [(&'static str, Namer)] {
         Kind::Event => &[("type", |n| {
             EventType::try_from(n).ok().map(|e| e.as_str_name())
         })],
+        Kind::ApiToken => &[("role", |n| Role::try_from(n).ok().map(|e| e.as_str_name()))],
         Kind::Flavor | Kind::Image | Kind::Project | Kind::JoinToken | Kind::Plain => &[],
     }
 }
@@ -78,7 +81,7 @@ fn enum_fields(kind: Kind) -> &'static [(&'static str, Namer)] {
 fn secret_fields(kind: Kind) -> &'static [&'static str] {
     match kind {
         Kind::Host => &["credential_sha256"],
-        Kind::JoinToken => &["secret_sha256"],
+        Kind::JoinToken | Kind::ApiToken => &["secret_sha256"],
         _ => &[],
     }
 }

@@ -3,10 +3,10 @@
 use std::collections::HashMap;
 
 use andromede_api::v1::{
-    ClusterStatus, Datacenter, DatacenterStatus, Event, EventType, Flavor, GroupPolicy, Host,
-    HostState, Image, Instance, InstanceState, JoinToken, Meta, PlacementConstraints,
-    PlacementExplanation, PowerIntent, Project, Quota, Resources, ServerGroup, Usage, Volume,
-    VolumeState,
+    ApiToken, ClusterStatus, CreateTokenResponse, Datacenter, DatacenterStatus, Event, EventType,
+    Flavor, GroupPolicy, Host, HostState, Image, Instance, InstanceState, JoinToken, Meta,
+    PlacementConstraints, PlacementExplanation, PowerIntent, Project, Quota, Resources, Role,
+    ServerGroup, Usage, Volume, VolumeState,
 };
 use serde::Serialize;
 
@@ -717,6 +717,149 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
+/// Where a token acts: `cloud`, or its project's name (the id when the name is unknown).
+pub fn token_scope(t: &ApiToken) -> String {
+    let pid = t.meta.as_ref().map_or("", |m| m.project_id.as_str());
+    if pid.is_empty() {
+        "cloud".to_owned()
+    } else if t.project_name.is_empty() {
+        pid.to_owned()
+    } else {
+        t.project_name.clone()
+    }
+}
+
+/// The role as people say it: `cloud-admin`, `cloud-reader`, `admin`, `member` or `reader`.
+pub fn token_role(t: &ApiToken) -> String {
+    if !t.role_name.is_empty() {
+        return t.role_name.clone();
+    }
+    let cloud = t.meta.as_ref().is_none_or(|m| m.project_id.is_empty());
+    let role = Role::try_from(t.role)
+        .map(|r| short(r.as_str_name(), "ROLE_").to_ascii_lowercase())
+        .unwrap_or_else(|_| unknown(t.role));
+    if cloud {
+        format!("cloud-{role}")
+    } else {
+        role
+    }
+}
+
+/// `active`, `expired` or `revoked` at `now_ms`.
+pub fn token_state(t: &ApiToken, now_ms: i64) -> &'static str {
+    if t.revoked_at_ms != 0 {
+        "revoked"
+    } else if t.expires_at_ms != 0 && t.expires_at_ms <= now_ms {
+        "expired"
+    } else {
+        "active"
+    }
+}
+
+fn token_expiry(expires_at_ms: i64, now_ms: i64) -> String {
+    if expires_at_ms == 0 {
+        "never".to_owned()
+    } else {
+        expiry(expires_at_ms, now_ms)
+    }
+}
+
+impl Resource for ApiToken {
+    const KIND: Kind = Kind::ApiToken;
+    const HEADERS: &'static [&'static str] = &[
+        "ID",
+        "NAME",
+        "SCOPE",
+        "ROLE",
+        "CREATED BY",
+        "CREATED",
+        "EXPIRES",
+    ];
+
+    fn row(&self, names: &Names) -> Vec<String> {
+        vec![
+            id_of(self.meta.as_ref()),
+            name_of(self.meta.as_ref()),
+            token_scope(self),
+            token_role(self),
+            names.of(&self.created_by),
+            timestamp(self.meta.as_ref().map_or(0, |m| m.created_at_ms)),
+            token_expiry(self.expires_at_ms, now_ms()),
+        ]
+    }
+
+    fn details(&self, names: &Names) -> Vec<(&'static str, String)> {
+        let now = now_ms();
+        let pid = self.meta.as_ref().map_or("", |m| m.project_id.as_str());
+        let mut f = vec![
+            ("id", dash(&id_of(self.meta.as_ref()))),
+            ("name", dash(&name_of(self.meta.as_ref()))),
+            (
+                "scope",
+                if pid.is_empty() {
+                    "cloud".to_owned()
+                } else {
+                    format!("project {} ({pid})", token_scope(self))
+                },
+            ),
+            ("role", token_role(self)),
+            ("state", token_state(self, now).to_owned()),
+            ("expires", token_expiry(self.expires_at_ms, now)),
+            ("created by", names.long(&self.created_by)),
+        ];
+        if self.revoked_at_ms != 0 {
+            f.push(("revoked", timestamp(self.revoked_at_ms)));
+        }
+        meta_details(self.meta.as_ref(), &mut f);
+        f
+    }
+}
+
+/// The table of `token list`: the STATE column only when revoked and expired tokens are listed.
+pub fn token_list(tokens: &[ApiToken], with_state: bool, names: &Names) -> String {
+    let now = now_ms();
+    let mut headers = ApiToken::HEADERS.to_vec();
+    if with_state {
+        headers.push("STATE");
+    }
+    let rows: Vec<Vec<String>> = tokens
+        .iter()
+        .map(|t| {
+            let mut row = t.row(names);
+            if with_state {
+                row.push(token_state(t, now).to_owned());
+            }
+            row
+        })
+        .collect();
+    crate::output::list_table(&headers, &rows)
+}
+
+/// What `token create` prints for people: the secret first and alone on its line, since it is
+/// never shown again, then what the token may do.
+pub fn token_created(resp: &CreateTokenResponse, names: &Names) -> String {
+    let mut out = format!(
+        "Token secret (it will NOT be shown again; store it now, the cloud keeps only its SHA-256):\n\n    {}\n\n",
+        resp.secret
+    );
+    if let Some(t) = &resp.token {
+        let now = now_ms();
+        out.push_str(&crate::output::details_table(&[
+            ("id", dash(&id_of(t.meta.as_ref()))),
+            ("name", dash(&name_of(t.meta.as_ref()))),
+            ("scope", token_scope(t)),
+            ("role", token_role(t)),
+            ("expires", token_expiry(t.expires_at_ms, now)),
+            ("created by", names.long(&t.created_by)),
+        ]));
+        out.push_str("\n\n");
+    }
+    out.push_str(
+        "Use it as ANDROMEDE_TOKEN (or a profile's `token`); `cloudctl whoami` then shows who it is.",
+    );
+    out
+}
+
 /// What `host join-token create` prints for people: the token first and alone on its line,
 /// since it cannot be shown again, then what it is for.
 pub fn join_token_created(token: &str, jt: Option<&JoinToken>, names: &Names) -> String {
@@ -918,6 +1061,69 @@ mod tests {
         let text = join_token_created("jt-1.s3cret", Some(&t), &Names::default());
         assert!(text.contains("\n    jt-1.s3cret\n"), "{text}");
         assert!(!text.contains("cdcd"), "{text}");
+    }
+
+    #[test]
+    fn tokens_show_scope_role_state_and_the_secret_once() {
+        let token = |project: &str, role: Role| ApiToken {
+            meta: Some(Meta {
+                id: "t1".into(),
+                name: "ci".into(),
+                project_id: project.into(),
+                ..Meta::default()
+            }),
+            role: role as i32,
+            created_by: "bootstrap".into(),
+            secret_sha256: "ab".repeat(32),
+            ..ApiToken::default()
+        };
+        let cloud = token("", Role::Reader);
+        assert_eq!(
+            (token_scope(&cloud), token_role(&cloud)),
+            ("cloud".into(), "cloud-reader".into())
+        );
+        let mut member = token("p-1", Role::Member);
+        assert_eq!(
+            (token_scope(&member), token_role(&member)),
+            ("p-1".into(), "member".into())
+        );
+        member.project_name = "acme".into();
+        member.role_name = "member".into();
+        assert_eq!(token_scope(&member), "acme");
+        assert_eq!(token_state(&member, 5), "active");
+        member.expires_at_ms = 5;
+        assert_eq!(token_state(&member, 5), "expired");
+        member.revoked_at_ms = 1;
+        assert_eq!(token_state(&member, 5), "revoked");
+
+        let plain = token_list(std::slice::from_ref(&cloud), false, &Names::default());
+        let header = plain.lines().next().unwrap_or_default();
+        assert!(
+            header.contains("CREATED BY") && !header.contains("STATE"),
+            "{plain}"
+        );
+        assert!(
+            plain.contains("never") && plain.contains("bootstrap"),
+            "{plain}"
+        );
+        let all = token_list(&[cloud.clone(), member], true, &Names::default());
+        assert!(
+            all.lines().next().unwrap_or_default().ends_with("STATE"),
+            "{all}"
+        );
+        assert!(all.contains("revoked") && all.contains("acme"), "{all}");
+        assert!(!all.contains("abab"), "{all}");
+
+        let resp = CreateTokenResponse {
+            token: Some(cloud),
+            secret: "andro_s3cret".into(),
+        };
+        let text = token_created(&resp, &Names::default());
+        assert_eq!(text.matches("andro_s3cret").count(), 1, "{text}");
+        assert!(
+            text.contains("\n    andro_s3cret\n") && text.contains("NOT be shown again"),
+            "{text}"
+        );
     }
 
     #[test]

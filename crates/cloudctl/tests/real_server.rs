@@ -307,3 +307,164 @@ async fn refusals_print_the_servers_answer_and_exit_one() {
         "error: failed precondition: project acme still owns instance web-1; delete them first"
     );
 }
+
+/// The lines of `text` that hold a token secret.
+fn secrets_in(text: &str) -> Vec<&str> {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with("andro_"))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_are_shown_once_work_in_their_project_and_stop_when_revoked() {
+    let root = tempfile::tempdir().unwrap();
+    let (s, _c) = cloud(root.path()).await;
+
+    let me = json(&ok(&s, &["whoami", "-o", "json"]));
+    assert_eq!(me["role_name"], "cloud-admin", "{me}");
+    assert!(me.get("secret_sha256").is_none(), "{me}");
+
+    // The secret is printed once, alone on its line, and is a well-formed token.
+    let created = ok(
+        &s,
+        &[
+            "token",
+            "create",
+            "ci",
+            "--project",
+            "acme",
+            "--role",
+            "member",
+            "--ttl",
+            "1h",
+        ],
+    );
+    assert!(created.contains("NOT be shown again"), "{created}");
+    let secrets = secrets_in(&created);
+    assert_eq!(secrets.len(), 1, "{created}");
+    let secret = secrets[0].to_owned();
+    let parsed = andromede_auth::parse(&secret).unwrap();
+
+    // As JSON: the token (role named, no hash) and its secret.
+    let ro = json(&ok(
+        &s,
+        &[
+            "token", "create", "ro", "-p", "acme", "--role", "reader", "-o", "json",
+        ],
+    ));
+    assert!(andromede_auth::parse(ro["secret"].as_str().unwrap_or_default()).is_ok());
+    assert_eq!(ro["token"]["role"], "ROLE_READER", "{ro}");
+    assert!(ro["token"].get("secret_sha256").is_none(), "{ro}");
+
+    // The new token says who it is.
+    let as_ci = |args: &[&str]| cloudctl_with_token(&s, &secret, args);
+    let who = as_ci(&["whoami"]);
+    assert_eq!(who.code, 0, "{}", who.stderr);
+    for want in [parsed.id.as_str(), "ci", "acme", "member", "expires"] {
+        assert!(who.stdout.contains(want), "{want}: {}", who.stdout);
+    }
+    assert!(!who.stdout.contains("never"), "it expires: {}", who.stdout);
+
+    // It works in its project without --project, and nowhere beyond.
+    let r = as_ci(&[
+        "server-group",
+        "create",
+        "spread",
+        "--policy",
+        "anti-affinity",
+        "-o",
+        "json",
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(
+        json(&r.stdout)["meta"]["project_id"],
+        json(&ok(&s, &["project", "get", "acme", "-o", "json"]))["meta"]["id"]
+    );
+    let r = as_ci(&["host", "list"]);
+    assert_eq!(r.code, 1);
+    assert!(
+        r.stderr.starts_with("error: permission denied: ") && r.stderr.contains("cloudctl whoami"),
+        "{}",
+        r.stderr
+    );
+    // A cloud token still has to name the project.
+    let r = cloudctl(&s, &["server-group", "create", "g", "--policy", "affinity"]);
+    assert_eq!(r.code, 1);
+    assert!(
+        r.stderr.starts_with("error: invalid argument: ") && r.stderr.contains("\n  - project: "),
+        "{}",
+        r.stderr
+    );
+
+    // Lists show it, without any secret.
+    let table = ok(&s, &["token", "list"]);
+    let header = table.lines().next().unwrap_or_default();
+    for col in [
+        "ID",
+        "NAME",
+        "SCOPE",
+        "ROLE",
+        "CREATED BY",
+        "CREATED",
+        "EXPIRES",
+    ] {
+        assert!(header.contains(col), "{header}");
+    }
+    let row = table
+        .lines()
+        .find(|l| l.contains(&parsed.id))
+        .unwrap_or_default();
+    assert!(
+        row.contains("ci")
+            && row.contains("acme")
+            && row.contains("member")
+            && row.contains("bootstrap"),
+        "{table}"
+    );
+    assert!(
+        secrets_in(&table).is_empty() && !table.contains(&secret),
+        "{table}"
+    );
+    let listed = ok(&s, &["token", "list", "-p", "acme", "-o", "json"]);
+    assert_eq!(json(&listed).as_array().map(Vec::len), Some(2), "{listed}");
+    assert!(!listed.contains(&parsed.secret), "{listed}");
+
+    // The same request id again returns the first token, whose secret is not shown twice.
+    let again = [
+        "token",
+        "create",
+        "twice",
+        "--role",
+        "reader",
+        "--request-id",
+        "req-tok-1",
+    ];
+    ok(&s, &again);
+    let r = cloudctl(&s, &again);
+    assert_eq!(r.code, 1);
+    assert!(
+        r.stderr.contains("shown to that attempt only") && secrets_in(&r.stdout).is_empty(),
+        "{}{}",
+        r.stdout,
+        r.stderr
+    );
+
+    // Revoked, it stops working, and says so.
+    let out = ok(&s, &["token", "revoke", "ci", "-p", "acme"]);
+    assert!(out.contains("revoked token ci"), "{out}");
+    let r = as_ci(&["whoami"]);
+    assert_eq!(r.code, 1);
+    assert!(
+        r.stderr.starts_with("error: unauthenticated: ") && r.stderr.contains("revoked"),
+        "{}",
+        r.stderr
+    );
+    assert!(!ok(&s, &["token", "list"]).contains(&parsed.id));
+    let all = ok(&s, &["token", "list", "--all"]);
+    let row = all
+        .lines()
+        .find(|l| l.contains(&parsed.id))
+        .unwrap_or_default();
+    assert!(row.trim_end().ends_with("revoked"), "{all}");
+}

@@ -44,6 +44,11 @@ pub fn describe(status: &Status) -> String {
     match status.code() {
         Code::Unauthenticated => out
             .push_str("\nhint: set `token` in the provider block or the ANDROMEDE_TOKEN variable"),
+        Code::PermissionDenied => out.push_str(
+            "\nhint: the provider's token lacks the role for this: creating or deleting a \
+             project, its quota and flavors need a cloud-admin token; instances, volumes and \
+             server groups a member token of their project (docs/terraform.md, Tokens and roles)",
+        ),
         Code::Unavailable => out.push_str(
             "\nhint: check that an andromede-server runs at the provider's endpoint \
              (`endpoint` or ANDROMEDE_ENDPOINT)",

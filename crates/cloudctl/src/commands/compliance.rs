@@ -16,7 +16,8 @@ pub async fn run(ctx: &Ctx, cmd: ComplianceCmd) -> Result<()> {
                 .call(
                     ctx.identity()
                         .get_compliance_report(ComplianceReportRequest {
-                            project,
+                            // Empty: the token's own project (a cloud token must name one).
+                            project: project.unwrap_or_default(),
                             read: ctx.read(),
                         }),
                 )

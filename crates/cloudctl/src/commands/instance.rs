@@ -223,7 +223,7 @@ pub async fn constraints(ctx: &Ctx, c: &ConstraintArgs) -> Result<Option<Placeme
 async fn create(ctx: &Ctx, a: InstanceCreate) -> Result<()> {
     let req = CreateInstanceRequest {
         name: a.name.clone(),
-        project: a.project.clone(),
+        project: a.project.clone().unwrap_or_default(),
         flavor: a.flavor.clone(),
         image: a.image.clone(),
         user_data: read_user_data(&a)?,

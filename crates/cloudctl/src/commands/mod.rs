@@ -13,6 +13,7 @@ mod join_token;
 mod placement;
 mod project;
 mod server_group;
+mod token;
 mod volume;
 
 use std::future::Future;
@@ -50,6 +51,8 @@ pub async fn run(ctx: &Ctx, command: Command) -> Result<()> {
         Command::Events(c) => events::run(ctx, c).await,
         Command::Cluster(c) => cluster::run(ctx, c).await,
         Command::Compliance(c) => compliance::run(ctx, c).await,
+        Command::Token(c) => token::run(ctx, c).await,
+        Command::Whoami => token::whoami(ctx).await,
         // Handled before connecting, since it needs no server.
         Command::Completions { .. } => Ok(()),
     }

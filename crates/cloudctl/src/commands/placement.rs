@@ -13,7 +13,7 @@ use crate::views::explanation;
 pub async fn run(ctx: &Ctx, cmd: PlacementCmd) -> Result<()> {
     let PlacementCmd::Explain(a) = cmd;
     let req = ExplainRequest {
-        project: a.project,
+        project: a.project.unwrap_or_default(),
         flavor: a.flavor.unwrap_or_default(),
         constraints: constraints(ctx, &a.constraints).await?,
         server_group: a.server_group.unwrap_or_default(),

@@ -19,7 +19,7 @@ pub async fn run(ctx: &Ctx, cmd: ServerGroupCmd) -> Result<()> {
         } => {
             let req = CreateServerGroupRequest {
                 name,
-                project,
+                project: project.unwrap_or_default(),
                 policy: match policy {
                     GroupPolicyArg::Affinity => GroupPolicy::Affinity,
                     GroupPolicyArg::AntiAffinity => GroupPolicy::AntiAffinity,

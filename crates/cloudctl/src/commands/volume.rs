@@ -165,7 +165,7 @@ async fn finish(ctx: &Ctx, vol: Volume, w: WaitArgs, goal: Goal, reference: &str
 async fn create(ctx: &Ctx, a: VolumeCreate) -> Result<()> {
     let req = CreateVolumeRequest {
         name: a.name.clone(),
-        project: a.project.clone(),
+        project: a.project.clone().unwrap_or_default(),
         size_gib: a.size_gib,
         constraints: constraints(ctx, &a.constraints).await?,
         near_instance: a.near_instance.clone().unwrap_or_default(),

@@ -251,10 +251,13 @@ impl Resource for ProjectResource {
         _meta: Self::ProviderMetaState<'a>,
     ) -> Option<(Self::State<'a>, Self::PrivateState<'a>)> {
         let api = self.0.api(diags)?;
+        let (policy, quota) = (planned.policy(), planned.quota(diags)?);
+        // Only what changed is sent: a project admin may change the description and narrow the
+        // policy, while a quota in the request, even an unchanged one, is the cloud-admin's.
         let req = UpdateProjectRequest {
             r#ref: Some(rref(&text(&prior.id), "")),
-            policy: Some(planned.policy()),
-            quota: Some(planned.quota(diags)?),
+            policy: (policy != prior.policy()).then_some(policy),
+            quota: (quota != prior.quota(diags)?).then_some(quota),
             description: Some(text(&planned.description)),
             expected_generation: 0,
         };
