@@ -334,3 +334,43 @@ async fn agent_killed_mid_create_converges_to_one_instance() {
     let mut s = s;
     s.terminate(Duration::from_secs(10));
 }
+
+/// Deleting a host cuts its agent's stream at once; the agent stops, and a new hello would
+/// find no host to authenticate against.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_deleted_hosts_agent_is_cut_off_and_cannot_reconnect() {
+    let root = tempfile::tempdir().unwrap();
+    let (s, mut c) = setup(root.path()).await;
+    let token = c.join_token("fr-1").await;
+    let mut a = agent(root.path(), &s, "hv-gone");
+    a.start(Some(&token), &[]);
+    let host = andromede_tests::agent::eventually("hv-gone to come up", T, || {
+        let mut c = c.clone();
+        async move {
+            match c.host_named("hv-gone").await {
+                Some(h) if h.state == HostState::Up as i32 => Ok(h),
+                other => Err(format!("{other:?}")),
+            }
+        }
+    })
+    .await;
+    c.infra
+        .delete_host(DeleteRequest {
+            r#ref: r(&host.meta.unwrap().id),
+        })
+        .await
+        .unwrap();
+    // The stream ends with the reason, and the agent stops: it holds no identity any more.
+    andromede_tests::agent::eventually("the agent to be cut off and refused", T, || {
+        let log = a.log();
+        async move {
+            if log.contains("the control plane refused this host: the host was deleted") {
+                Ok(())
+            } else {
+                Err(log)
+            }
+        }
+    })
+    .await;
+    assert!(c.host_named("hv-gone").await.is_none());
+}

@@ -26,25 +26,14 @@ const T: Duration = Duration::from_secs(30);
 #[derive(Clone, PartialEq, prost::Message)]
 struct Nothing {}
 
-/// Puts one bearer token on every call.
-#[derive(Clone)]
-struct Bearer(MetadataValue<Ascii>);
-
-impl tonic::service::Interceptor for Bearer {
-    fn call(&mut self, mut r: tonic::Request<()>) -> Result<tonic::Request<()>, Status> {
-        r.metadata_mut().insert("authorization", self.0.clone());
-        Ok(r)
-    }
-}
-
-type Identity = IdentityServiceClient<InterceptedService<Channel, Bearer>>;
+type Identity = IdentityServiceClient<InterceptedService<Channel, andromede_tests::Auth>>;
 
 fn bearer(token: &str) -> MetadataValue<Ascii> {
     format!("Bearer {token}").parse().unwrap()
 }
 
 fn identity(ch: &Channel, token: &str) -> Identity {
-    IdentityServiceClient::with_interceptor(ch.clone(), Bearer(bearer(token)))
+    IdentityServiceClient::with_interceptor(ch.clone(), andromede_tests::Auth::token(token))
 }
 
 /// Every method of the compiled contract, by gRPC path, with whether the client and the

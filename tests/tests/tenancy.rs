@@ -17,25 +17,13 @@ use andromede_tests::{policy, Clients, Server};
 use std::fmt::Debug;
 use std::time::{Duration, Instant};
 use tokio_stream::StreamExt;
-use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 
 const T: Duration = Duration::from_secs(30);
 
-/// Puts one bearer token on every call.
-#[derive(Clone)]
-struct Bearer(MetadataValue<Ascii>);
-
-impl tonic::service::Interceptor for Bearer {
-    fn call(&mut self, mut r: tonic::Request<()>) -> Result<tonic::Request<()>, Status> {
-        r.metadata_mut().insert("authorization", self.0.clone());
-        Ok(r)
-    }
-}
-
-type Ch = InterceptedService<Channel, Bearer>;
+type Ch = InterceptedService<Channel, andromede_tests::Auth>;
 
 /// Every client a tenant uses, all carrying one token.
 #[derive(Clone)]
@@ -50,7 +38,7 @@ struct As {
 
 impl As {
     fn new(ch: &Channel, token: &str) -> Self {
-        let b = Bearer(format!("Bearer {token}").parse().unwrap());
+        let b = andromede_tests::Auth::token(token);
         Self {
             infra: InfrastructureServiceClient::with_interceptor(ch.clone(), b.clone()),
             identity: IdentityServiceClient::with_interceptor(ch.clone(), b.clone()),

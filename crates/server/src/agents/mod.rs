@@ -134,6 +134,15 @@ impl Agents {
         }
     }
 
+    /// Ends `host`'s stream now (the host was deleted): its agent cannot speak for it again,
+    /// since a new hello finds no host to authenticate against.
+    fn cut(&self, host: &str, why: &str) {
+        if let Some(c) = lock(&self.conns).remove(host) {
+            let _ = c.tx.try_send(Err(Status::unauthenticated(why.to_string())));
+            tracing::info!(host, "{why}: its agent stream is cut");
+        }
+    }
+
     fn resync_all(&self) {
         for c in lock(&self.conns).values() {
             let _ = c.changes.send(Routed::Resync);
@@ -273,6 +282,10 @@ pub async fn route_events(node: Arc<Node>, agents: Arc<Agents>) {
         };
         let deleted = e.r#type == andromede_api::v1::EventType::Deleted as i32;
         let routed = match e.kind.as_str() {
+            "host" if deleted => {
+                agents.cut(&e.id, "the host was deleted");
+                continue;
+            }
             "instance" => Routed::Instance { id: e.id, deleted },
             "volume" => Routed::Volume { id: e.id, deleted },
             _ => continue,
