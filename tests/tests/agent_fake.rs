@@ -354,6 +354,18 @@ async fn a_deleted_hosts_agent_is_cut_off_and_cannot_reconnect() {
         }
     })
     .await;
+    // Its stream is open (the agent logs this once the server registered it).
+    andromede_tests::agent::eventually("the agent's stream", T, || {
+        let log = a.log();
+        async move {
+            if log.contains("connected to the control plane") {
+                Ok(())
+            } else {
+                Err(log)
+            }
+        }
+    })
+    .await;
     c.infra
         .delete_host(DeleteRequest {
             r#ref: r(&host.meta.unwrap().id),

@@ -284,7 +284,18 @@ impl AgentApi {
     ) {
         // The hello waited for a read barrier, and this stream's routes were registered before
         // this read: the full state misses nothing committed before or after it.
-        let mut first = self.node.read(|s| full_state(s, &host));
+        let (exists, mut first) = self
+            .node
+            .read(|s| (s.hosts.contains_key(&host), full_state(s, &host)));
+        if !exists {
+            // Deleted between the hello and the registration: the router's cut came too early
+            // to find this stream, so it is cut here.
+            let _ = tx
+                .send(Err(Status::unauthenticated("the host was deleted")))
+                .await;
+            self.agents.disconnect(&host, session);
+            return;
+        }
         self.open(&mut first);
         if tx.send(Ok(desired(first))).await.is_err() {
             self.agents.disconnect(&host, session);
