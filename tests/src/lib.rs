@@ -186,6 +186,8 @@ pub struct Server {
     pub dir: PathBuf,
     pub extra: Vec<String>,
     child: Option<Child>,
+    /// Serve TLS (the servers' default) instead of the harness's plaintext.
+    pub tls: bool,
 }
 
 impl Server {
@@ -196,6 +198,7 @@ impl Server {
             dir: root.join(format!("node-{id}")),
             extra: extra.iter().map(|s| s.to_string()).collect(),
             child: None,
+            tls: false,
         }
     }
 
@@ -229,6 +232,11 @@ impl Server {
         let key = self.dir.join("data-key");
         if !key.exists() {
             std::fs::write(&key, DATA_KEY).unwrap();
+        }
+        // TLS is the servers' default; the harness's own clients speak plaintext, so its
+        // servers run without TLS unless a test asks for it (see `tests/tests/tls.rs`).
+        if !self.tls {
+            c.arg("--insecure-plaintext");
         }
         if init {
             c.arg("--init");

@@ -14,14 +14,17 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-const ENDPOINT: &str = "http://127.0.0.1:7400";
+const ENDPOINT: &str = "https://127.0.0.1:7400";
 const T: Duration = Duration::from_secs(180);
 
-/// cloudctl with the token the dev cloud printed the path of (its first cloud-admin token).
+/// cloudctl over TLS with what the dev cloud printed: its CA and its first cloud-admin token.
 fn cli(args: &[&str]) -> (bool, String, String) {
-    let token = std::fs::read_to_string(repo_root().join("andromede-data/bootstrap-admin-token"))
-        .unwrap_or_default();
-    cloudctl_as(ENDPOINT, token.trim(), args)
+    let data = repo_root().join("andromede-data");
+    let token = std::fs::read_to_string(data.join("bootstrap-admin-token")).unwrap_or_default();
+    let ca = data.join("tls/ca.pem");
+    let mut all = vec!["--ca-cert", ca.to_str().unwrap()];
+    all.extend_from_slice(args);
+    cloudctl_as(ENDPOINT, token.trim(), &all)
 }
 
 /// Names of the libvirt storage pools whose directory lies under `dir`.

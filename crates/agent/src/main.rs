@@ -32,6 +32,11 @@ struct Args {
     /// scan. Repeatable.
     #[arg(long, value_name = "ID")]
     delete_orphan: Vec<String>,
+    /// The cluster CA (PEM, the first server's tls/ca.pem): the agent then reaches the servers
+    /// over TLS and trusts only certificates it issued. Without it, plaintext (servers run with
+    /// --insecure-plaintext).
+    #[arg(long, env = "ANDROMEDE_CA_CERT", value_name = "FILE")]
+    ca_cert: Option<PathBuf>,
     /// Where the host identity is kept.
     #[arg(long, default_value = "/var/lib/andromede/agent")]
     state_dir: PathBuf,
@@ -138,7 +143,14 @@ async fn main() -> anyhow::Result<()> {
     }
     anyhow::ensure!(a.heartbeat_secs > 0, "--heartbeat-secs must be at least 1");
     let hv = driver(&a)?;
-    let pool = session::Pool::new(1);
+    let ca = match &a.ca_cert {
+        Some(p) => Some(
+            std::fs::read_to_string(p)
+                .with_context(|| format!("reading the cluster CA {}", p.display()))?,
+        ),
+        None => None,
+    };
+    let pool = session::Pool::with_ca(1, ca);
     let id = match identity::load(&a.state_dir)? {
         Some(id) => {
             if a.join_token.is_some() {

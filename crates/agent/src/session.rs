@@ -30,26 +30,33 @@ pub enum SessionError {
     Hypervisor(#[from] HvError),
 }
 
-pub fn url(addr: &str) -> String {
-    if addr.starts_with("http://") || addr.starts_with("https://") {
-        addr.to_string()
-    } else {
-        format!("http://{addr}")
-    }
+pub fn url(addr: &str, tls: bool) -> String {
+    let bare = addr
+        .trim_start_matches("http://")
+        .trim_start_matches("https://");
+    format!("{}://{bare}", if tls { "https" } else { "http" })
 }
 
 /// Connections to the servers, shared by every agent of one process: one per server for a real
 /// agent, a few dozen for a benchmark fleet of thousands (HTTP/2 multiplexes their streams).
 pub struct Pool {
     size: usize,
+    /// The cluster CA (PEM): with it the agent speaks TLS and only to servers it issued.
+    ca: Option<String>,
     channels: Mutex<HashMap<String, Vec<Channel>>>,
     next: AtomicUsize,
 }
 
 impl Pool {
     pub fn new(size: usize) -> Arc<Self> {
+        Self::with_ca(size, None)
+    }
+
+    /// A pool that reaches the servers over TLS, trusting `ca` (PEM) only.
+    pub fn with_ca(size: usize, ca: Option<String>) -> Arc<Self> {
         Arc::new(Self {
             size: size.max(1),
+            ca,
             channels: Mutex::new(HashMap::new()),
             next: AtomicUsize::new(0),
         })
@@ -59,17 +66,25 @@ impl Pool {
         let mut m = self.channels.lock().unwrap_or_else(|p| p.into_inner());
         let list = m.entry(addr.to_string()).or_default();
         if list.len() < self.size {
-            list.push(channel(addr)?);
+            list.push(channel(addr, self.ca.as_deref())?);
         }
         let i = self.next.fetch_add(1, Ordering::Relaxed) % list.len();
         Ok(list[i].clone())
     }
 }
 
-fn channel(addr: &str) -> Result<Channel, SessionError> {
-    Ok(Endpoint::from_shared(url(addr))
-        .map_err(|e| SessionError::Connect(addr.into(), e.to_string()))?
-        .connect_timeout(Duration::from_secs(3))
+fn channel(addr: &str, ca: Option<&str>) -> Result<Channel, SessionError> {
+    let bad = |e: tonic::transport::Error| SessionError::Connect(addr.into(), e.to_string());
+    let mut e = Endpoint::from_shared(url(addr, ca.is_some())).map_err(bad)?;
+    if let Some(ca) = ca {
+        e = e
+            .tls_config(
+                tonic::transport::ClientTlsConfig::new()
+                    .ca_certificate(tonic::transport::Certificate::from_pem(ca.as_bytes())),
+            )
+            .map_err(bad)?;
+    }
+    Ok(e.connect_timeout(Duration::from_secs(3))
         .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(5))
         .keep_alive_timeout(Duration::from_secs(10))

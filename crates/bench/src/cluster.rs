@@ -114,6 +114,8 @@ impl Cluster {
             let err = out.try_clone()?;
             let mut cmd = Command::new(server_bin);
             cmd.arg("run")
+                // The bench's clients and fleet speak plaintext for now.
+                .arg("--insecure-plaintext")
                 .arg("--node-id")
                 .arg(node_id.to_string())
                 .arg("--listen")

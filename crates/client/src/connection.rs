@@ -61,6 +61,7 @@ pub type Svc = InterceptedService<Channel, BearerAuth>;
 pub struct ClientBuilder {
     endpoint: String,
     token: Option<String>,
+    ca_cert: Option<String>,
     connect_timeout: Duration,
     call_timeout: Duration,
     nodelay: bool,
@@ -69,6 +70,14 @@ pub struct ClientBuilder {
 impl ClientBuilder {
     pub fn token(mut self, token: Option<&str>) -> Self {
         self.token = token.map(str::to_owned);
+        self
+    }
+
+    /// The CA (PEM) an `https://` endpoint's certificate must come from; with none, an
+    /// https endpoint is refused (there is no system trust store here on purpose: a cluster
+    /// trusts its own CA).
+    pub fn ca_cert(mut self, pem: Option<&str>) -> Self {
+        self.ca_cert = pem.map(str::to_owned);
         self
     }
 
@@ -99,6 +108,25 @@ impl ClientBuilder {
             .connect_timeout(self.connect_timeout)
             .tcp_keepalive(Some(KEEPALIVE))
             .tcp_nodelay(self.nodelay);
+        let endpoint =
+            match (&self.ca_cert, self.endpoint.starts_with("https://")) {
+                (Some(ca), _) => endpoint
+                    .tls_config(
+                        tonic::transport::ClientTlsConfig::new()
+                            .ca_certificate(tonic::transport::Certificate::from_pem(ca.as_bytes())),
+                    )
+                    .map_err(|e| ConnectError::BadEndpoint {
+                        endpoint: self.endpoint.clone(),
+                        reason: format!("TLS settings: {e}"),
+                    })?,
+                (None, true) => return Err(ConnectError::BadEndpoint {
+                    endpoint: self.endpoint.clone(),
+                    reason:
+                        "an https endpoint needs the cluster CA (ANDROMEDE_CA_CERT or --ca-cert)"
+                            .into(),
+                }),
+                (None, false) => endpoint,
+            };
         Ok((endpoint, auth))
     }
 
@@ -146,6 +174,7 @@ impl Client {
         ClientBuilder {
             endpoint: endpoint.into(),
             token: None,
+            ca_cert: None,
             connect_timeout: CONNECT_TIMEOUT,
             call_timeout: DEFAULT_CALL_TIMEOUT,
             nodelay: false,

@@ -64,6 +64,11 @@ pub struct GlobalArgs {
     #[arg(long, global = true, value_name = "TOKEN")]
     pub token: Option<String>,
 
+    /// The cluster CA (PEM) an https endpoint's certificate must come from; the dev cloud
+    /// prints where it is [env: ANDROMEDE_CA_CERT]
+    #[arg(long, global = true, value_name = "FILE")]
+    pub ca_cert: Option<std::path::PathBuf>,
+
     /// Profile of the configuration file to use; `default` is used when present and none is given
     /// [env: ANDROMEDE_PROFILE]
     #[arg(long, global = true, value_name = "NAME")]

@@ -36,6 +36,7 @@ pub struct EnvVars {
     pub profile: Option<String>,
     pub config: Option<PathBuf>,
     pub home: Option<PathBuf>,
+    pub ca_cert: Option<PathBuf>,
 }
 
 impl EnvVars {
@@ -48,6 +49,7 @@ impl EnvVars {
             profile: var("ANDROMEDE_PROFILE"),
             config: var("ANDROMEDE_CONFIG").map(PathBuf::from),
             home: var("HOME").map(PathBuf::from),
+            ca_cert: var("ANDROMEDE_CA_CERT").map(PathBuf::from),
         }
     }
 
@@ -74,6 +76,8 @@ pub struct ConfigFile {
 pub struct Profile {
     pub endpoint: Option<String>,
     pub token: Option<String>,
+    /// The cluster CA (PEM file) an https endpoint's certificate must come from.
+    pub ca_cert: Option<PathBuf>,
 }
 
 impl fmt::Debug for Profile {
@@ -81,6 +85,7 @@ impl fmt::Debug for Profile {
         f.debug_struct("Profile")
             .field("endpoint", &self.endpoint)
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("ca_cert", &self.ca_cert)
             .finish()
     }
 }
@@ -109,6 +114,8 @@ impl ConfigFile {
 pub struct Settings {
     pub endpoint: String,
     pub token: Option<String>,
+    /// The CA file for an https endpoint.
+    pub ca_cert: Option<PathBuf>,
     /// The profile that contributed, if any.
     pub profile: Option<String>,
 }
@@ -178,9 +185,14 @@ pub fn resolve(
         .or_else(|| env.token.clone())
         .or_else(|| profile.and_then(|p| non_empty(p.token.as_deref())));
 
+    let ca_cert = env
+        .ca_cert
+        .clone()
+        .or_else(|| profile.and_then(|p| p.ca_cert.clone()));
     Ok(Settings {
         endpoint,
         token,
+        ca_cert,
         profile: profile_name,
     })
 }
@@ -192,14 +204,18 @@ pub fn settings_from(global: &GlobalArgs, env: &EnvVars) -> Result<Settings> {
         Some(p) => ConfigFile::load(p)?,
         None => None,
     };
-    resolve(
+    let mut s = resolve(
         global.endpoint.as_deref(),
         global.token.as_deref(),
         global.profile.as_deref(),
         env,
         config.as_ref(),
         path.as_deref(),
-    )
+    )?;
+    if let Some(ca) = &global.ca_cert {
+        s.ca_cert = Some(ca.clone());
+    }
+    Ok(s)
 }
 
 /// Everything a command needs: authenticated clients, output format and read options.
@@ -213,8 +229,16 @@ pub struct Ctx {
 impl Ctx {
     pub async fn connect(settings: &Settings, global: &GlobalArgs) -> Result<Self> {
         let request_timeout = Duration::from_secs(global.request_timeout.max(1));
+        let ca = match &settings.ca_cert {
+            Some(p) => Some(
+                std::fs::read_to_string(p)
+                    .with_context(|| format!("cannot read the CA certificate {}", p.display()))?,
+            ),
+            None => None,
+        };
         let client = Client::builder(settings.endpoint.clone())
             .token(settings.token.as_deref())
+            .ca_cert(ca.as_deref())
             .call_timeout(request_timeout)
             .connect()
             .await?;

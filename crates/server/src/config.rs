@@ -32,6 +32,22 @@ pub struct Settings {
     /// copy of it.
     #[arg(long)]
     pub data_key_file: Option<PathBuf>,
+    /// This server's TLS certificate (PEM). Default: tls/server.pem in the data directory, which
+    /// the first server (--init) makes with a new cluster CA (tls/ca.pem).
+    #[arg(long)]
+    pub tls_cert: Option<PathBuf>,
+    /// The key of --tls-cert (PEM). Default: tls/server-key.pem in the data directory.
+    #[arg(long)]
+    pub tls_key: Option<PathBuf>,
+    /// The CA that issued the servers' certificates, trusted when this server calls another.
+    /// Default: tls/ca.pem in the data directory.
+    #[arg(long)]
+    pub tls_ca: Option<PathBuf>,
+    /// Serve plaintext HTTP/2 instead of TLS: tokens and user-data then cross the network in
+    /// the clear. Only for a private test network.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    #[serde(default)]
+    pub insecure_plaintext: Option<bool>,
     /// Prometheus metrics listener, e.g. 127.0.0.1:9400 (off when unset).
     #[arg(long)]
     pub metrics_listen: Option<String>,
@@ -85,6 +101,10 @@ impl Settings {
             bootstrap_token_file: self.bootstrap_token_file.or(file.bootstrap_token_file),
             cluster_token: self.cluster_token.or(file.cluster_token),
             data_key_file: self.data_key_file.or(file.data_key_file),
+            tls_cert: self.tls_cert.or(file.tls_cert),
+            tls_key: self.tls_key.or(file.tls_key),
+            tls_ca: self.tls_ca.or(file.tls_ca),
+            insecure_plaintext: self.insecure_plaintext.or(file.insecure_plaintext),
             metrics_listen: self.metrics_listen.or(file.metrics_listen),
             init: self.init.or(file.init),
             log_format: self.log_format.or(file.log_format),

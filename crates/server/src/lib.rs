@@ -14,3 +14,4 @@ pub mod sealed;
 pub mod seed;
 pub mod serve;
 pub mod simulator;
+pub mod tls;

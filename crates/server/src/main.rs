@@ -27,6 +27,23 @@ enum Cmd {
         #[command(flatten)]
         settings: Settings,
     },
+    /// Issue a server certificate from the cluster CA (the first server's <data-dir>/tls), for
+    /// a server about to join: writes server.pem, server-key.pem and ca.pem into --out, which
+    /// the joining server uses as <its data-dir>/tls (or through --tls-cert/--tls-key/--tls-ca).
+    IssueCert {
+        /// The directory holding ca.pem and ca-key.pem.
+        #[arg(long)]
+        ca_dir: PathBuf,
+        /// Raft id of the server the certificate is for.
+        #[arg(long)]
+        node_id: u64,
+        /// Addresses or DNS names clients and servers reach it at (host or host:port); repeat.
+        #[arg(long = "name", required = true)]
+        names: Vec<String>,
+        /// Where to write the three files (must not hold them already).
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// A single-node cloud: one FR datacenter, flavors, the test guest image, and a local agent
     /// (started from the andromede-agent binary next to this one) or, without one, simulated hosts.
     Dev {
@@ -98,6 +115,29 @@ async fn main() -> anyhow::Result<()> {
             let node = serve::start_node(&r).await?;
             serve::serve(&r, node, shutdown_signal()).await
         }
+        Cmd::IssueCert {
+            ca_dir,
+            node_id,
+            names,
+            out,
+        } => {
+            let ca = andromede_pki::Ca::load(&andromede_pki::CaFiles::in_dir(&ca_dir))?;
+            let names: Vec<&str> = names.iter().map(String::as_str).collect();
+            let names = andromede_pki::names_of(&names);
+            let (cert, key) = ca.issue_server(&node_id.to_string(), &names)?;
+            let files = andromede_pki::ServerTls::in_dir(&out);
+            andromede_pki::write_files(&[
+                (&files.key, key.as_str(), true),
+                (&files.cert, cert.as_str(), false),
+                (&files.ca, ca.pem(), false),
+            ])?;
+            eprintln!(
+                "wrote {} (for {names:?}), its key and the CA into {}",
+                files.cert.display(),
+                out.display()
+            );
+            Ok(())
+        }
         Cmd::Dev {
             hosts,
             agent_bin,
@@ -155,6 +195,9 @@ async fn main() -> anyhow::Result<()> {
                     r.listen.clone(),
                     r.data_dir.clone(),
                     agent_driver,
+                    r.tls
+                        .as_ref()
+                        .map(|t| std::fs::canonicalize(&t.ca_file).unwrap_or(t.ca_file.clone())),
                 );
                 tokio::spawn(async move {
                     if let Err(e) = fut.await {
@@ -162,9 +205,20 @@ async fn main() -> anyhow::Result<()> {
                     }
                 })
             });
-            let endpoint = format!("http://{}", r.listen);
+            let (endpoint, ca_line) = match &r.tls {
+                Some(t) => (
+                    format!("https://{}", r.listen),
+                    format!(
+                        "  export ANDROMEDE_CA_CERT={}\n",
+                        std::fs::canonicalize(&t.ca_file)
+                            .unwrap_or(t.ca_file.clone())
+                            .display()
+                    ),
+                ),
+                None => (format!("http://{}", r.listen), String::new()),
+            };
             eprintln!(
-                "\nAndromède is starting on {endpoint} (data in {}) with {local}.\nThe first cloud-admin token is in {} (mode 0600). Point cloudctl at it:\n\n  export ANDROMEDE_ENDPOINT={endpoint}\n  export ANDROMEDE_TOKEN=$(cat {})\n  cloudctl host list\n",
+                "\nAndromède is starting on {endpoint} (data in {}) with {local}.\nThe first cloud-admin token is in {} (mode 0600). Point cloudctl at it:\n\n  export ANDROMEDE_ENDPOINT={endpoint}\n{ca_line}  export ANDROMEDE_TOKEN=$(cat {})\n  cloudctl host list\n",
                 r.data_dir.display(),
                 r.bootstrap_token_file.display(),
                 r.bootstrap_token_file.display()

@@ -27,21 +27,23 @@ pub const CLUSTER_HEADER: &str = "x-andromede-cluster-token";
 #[derive(Clone)]
 pub struct Peers {
     token: Arc<String>,
+    /// The cluster CA (PEM) when servers speak TLS.
+    ca: Option<Arc<String>>,
     channels: Arc<Mutex<HashMap<String, Channel>>>,
 }
 
-fn url(addr: &str) -> String {
-    if addr.starts_with("http://") || addr.starts_with("https://") {
-        addr.to_string()
-    } else {
-        format!("http://{addr}")
-    }
+fn url(addr: &str, tls: bool) -> String {
+    let bare = addr
+        .trim_start_matches("http://")
+        .trim_start_matches("https://");
+    format!("{}://{bare}", if tls { "https" } else { "http" })
 }
 
 impl Peers {
-    pub fn new(token: String) -> Self {
+    pub fn new(token: String, ca: Option<String>) -> Self {
         Self {
             token: Arc::new(token),
+            ca: ca.map(Arc::new),
             channels: Arc::new(Mutex::new(HashMap::new())),
         }
     }
@@ -51,7 +53,14 @@ impl Peers {
         if let Some(c) = m.get(addr) {
             return Ok(c.clone());
         }
-        let c = Endpoint::from_shared(url(addr))?
+        let mut e = Endpoint::from_shared(url(addr, self.ca.is_some()))?;
+        if let Some(ca) = &self.ca {
+            e = e.tls_config(
+                tonic::transport::ClientTlsConfig::new()
+                    .ca_certificate(tonic::transport::Certificate::from_pem(ca.as_bytes())),
+            )?;
+        }
+        let c = e
             .connect_timeout(std::time::Duration::from_millis(500))
             .tcp_nodelay(true)
             .http2_keep_alive_interval(std::time::Duration::from_secs(10))

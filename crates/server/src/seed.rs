@@ -149,6 +149,7 @@ pub async fn local_agent(
     server: String,
     data_dir: PathBuf,
     driver: String,
+    ca_cert: Option<PathBuf>,
 ) -> anyhow::Result<()> {
     // Paths reach libvirtd, whose working directory is not ours.
     anyhow::ensure!(
@@ -164,6 +165,9 @@ pub async fn local_agent(
     );
     let enrolled = state_dir.join("identity.json").exists();
     let mut cmd = tokio::process::Command::new(&agent_bin);
+    if let Some(ca) = &ca_cert {
+        cmd.arg("--ca-cert").arg(ca);
+    }
     cmd.arg("--server")
         .arg(&server)
         .arg("--state-dir")

@@ -32,6 +32,8 @@ pub struct Resolved {
     pub bootstrap_token_file: PathBuf,
     pub cluster_token: String,
     pub data_key_file: PathBuf,
+    /// `None`: plaintext, asked for with --insecure-plaintext.
+    pub tls: Option<crate::tls::Tls>,
     pub metrics_listen: Option<String>,
     pub init: bool,
     pub raft: openraft::Config,
@@ -76,7 +78,21 @@ pub fn resolve(s: Settings) -> anyhow::Result<Resolved> {
         Some("pack") => andromede_placement::Strategy::Pack,
         Some(other) => anyhow::bail!("strategy must be spread or pack, not {other:?}"),
     };
+    let advertise = s.advertise.clone().unwrap_or_else(|| listen.clone());
+    let tls = crate::tls::resolve(
+        crate::tls::Choice {
+            cert: s.tls_cert.as_deref(),
+            key: s.tls_key.as_deref(),
+            ca: s.tls_ca.as_deref(),
+            plaintext: s.insecure_plaintext.unwrap_or(false),
+        },
+        &data_dir,
+        init,
+        node_id,
+        &[&listen, &advertise],
+    )?;
     Ok(Resolved {
+        tls,
         node_id,
         advertise: s.advertise.unwrap_or_else(|| listen.clone()),
         listen,
@@ -139,7 +155,10 @@ pub async fn start_node(r: &Resolved) -> anyhow::Result<Arc<Node>> {
         .await
         .context("opening the state machine")?;
     let shared = sm.shared();
-    let peers = Peers::new(r.cluster_token.clone());
+    let peers = Peers::new(
+        r.cluster_token.clone(),
+        r.tls.as_ref().map(|t| t.ca.clone()),
+    );
     let raft =
         andromede_store::Raft::new(r.node_id, Arc::new(r.raft.clone()), peers.clone(), log, sm)
             .await
@@ -209,7 +228,16 @@ pub async fn serve(
         .parse()
         .with_context(|| format!("listen address {:?}", r.listen))?;
     tracing::info!(%addr, node_id = r.node_id, data_dir = %r.data_dir.display(), "serving");
-    tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(t) = &r.tls {
+        builder = builder
+            .tls_config(
+                tonic::transport::ServerTlsConfig::new()
+                    .identity(tonic::transport::Identity::from_pem(&t.cert, &t.key)),
+            )
+            .context("the TLS certificate and key")?;
+    }
+    builder
         // Bounds what one connection can hold open; the timeout bounds a call until its
         // response starts, so streams (watches, agents) run on after it.
         .max_concurrent_streams(Some(r.max_concurrent_streams))
