@@ -46,6 +46,11 @@ fn write(path: &Path, text: &str, private: bool) -> Result<(), PkiError> {
     f.sync_all().map_err(io(path))
 }
 
+/// Writes a new file only its owner can read (mode 0600), creating its directory.
+pub fn write_private(path: &Path, text: &str) -> Result<(), PkiError> {
+    write(path, text, true)
+}
+
 /// Writes new files (`(path, text, private)`), none of which may exist yet.
 pub fn write_files(files: &[(&Path, &str, bool)]) -> Result<(), PkiError> {
     for (p, _, _) in files {

@@ -6,7 +6,6 @@ use crate::node::{Node, Proposal};
 use andromede_api::v1::{ApiToken, Meta, Role};
 use andromede_store::Command;
 use anyhow::Context;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,22 +17,12 @@ pub const DATA_KEY_FILE: &str = "data-key";
 /// The cluster credential's file name in the data directory.
 pub const CLUSTER_TOKEN_FILE: &str = "cluster-token";
 
-/// Writes `contents` to a new file only its owner can read.
+/// Writes `contents` (and a newline) to a new file only its owner can read.
 pub(crate) fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
-    let mut o = std::fs::OpenOptions::new();
-    o.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut o, 0o600);
-    let mut f = o
-        .open(path)
-        .with_context(|| format!("creating {}", path.display()))?;
-    f.write_all(contents.as_bytes())?;
-    f.write_all(b"\n")?;
-    f.sync_all()?;
-    Ok(())
+    Ok(andromede_pki::write_private(
+        path,
+        &format!("{contents}\n"),
+    )?)
 }
 
 /// The cluster credential: the one in the data directory, or on a server initializing the
