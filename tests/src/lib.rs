@@ -207,7 +207,13 @@ impl Server {
     }
 
     pub fn endpoint(&self) -> String {
-        format!("http://{}", self.addr())
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr())
+    }
+
+    /// The cluster CA a TLS server made (or was given) in its data directory.
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.join("tls/ca.pem")
     }
 
     pub fn start(&mut self, init: bool) {
@@ -277,11 +283,22 @@ impl Server {
     pub async fn channel(&self) -> Channel {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            match Channel::from_shared(self.endpoint())
-                .unwrap()
-                .connect()
-                .await
-            {
+            let mut e = Channel::from_shared(self.endpoint()).unwrap();
+            if self.tls {
+                // The server makes its CA on first start: until then there is nothing to trust.
+                let Ok(ca) = std::fs::read_to_string(self.ca_file()) else {
+                    assert!(Instant::now() < deadline, "server {} made no CA", self.id);
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                };
+                e = e
+                    .tls_config(
+                        tonic::transport::ClientTlsConfig::new()
+                            .ca_certificate(tonic::transport::Certificate::from_pem(ca)),
+                    )
+                    .unwrap();
+            }
+            match e.connect().await {
                 Ok(c) => return c,
                 Err(e) if Instant::now() > deadline => {
                     panic!("server {} not reachable: {e}", self.id)

@@ -110,6 +110,7 @@ async fn enrolled_agent_runs_instances_and_recovers_from_loss() {
             }),
             // Another machine, another credential: the used token is refused.
             credential: "x".repeat(64),
+            ..Default::default()
         })
         .await
         .unwrap_err();

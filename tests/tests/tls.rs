@@ -74,7 +74,7 @@ async fn tls_by_default_and_only_to_the_cluster_ca() {
 
     // A client trusting another CA refuses the server.
     let other = tempfile::tempdir().unwrap();
-    andromede_pki::ServerTls::create_with_ca(other.path(), "other", "9", &["127.0.0.1".into()])
+    andromede_pki::ServerTls::create_with_ca(other.path(), "other", 9, &["127.0.0.1".into()])
         .unwrap();
     let other_ca = std::fs::read_to_string(other.path().join("ca.pem")).unwrap();
     match tls_channel(s1.port, &other_ca).await {

@@ -12,6 +12,9 @@ pub struct Identity {
     pub host_name: String,
     pub datacenter_id: String,
     pub credential: String,
+    /// When the host certificate is due for renewal (0: no certificate, plaintext).
+    #[serde(default)]
+    pub renew_after_ms: i64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -84,7 +87,7 @@ pub fn save(dir: &Path, id: &Identity) -> Result<(), IdentityError> {
 }
 
 /// Writes a mode-0600 file atomically (temp file, fsync, rename).
-fn write_private(dir: &Path, path: &Path, body: &[u8]) -> Result<(), IdentityError> {
+pub(crate) fn write_private(dir: &Path, path: &Path, body: &[u8]) -> Result<(), IdentityError> {
     let io = |path: &Path| {
         let path = path.to_path_buf();
         move |source| IdentityError::Io { path, source }
@@ -117,6 +120,7 @@ mod tests {
             host_name: "n".into(),
             datacenter_id: "dc".into(),
             credential: "c".into(),
+            renew_after_ms: 0,
         };
         let c1 = pending_credential(d.path()).unwrap();
         assert_eq!(

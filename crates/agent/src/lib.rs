@@ -6,3 +6,4 @@ pub mod hypervisor;
 pub mod identity;
 pub mod reconcile;
 pub mod session;
+pub mod tls;

@@ -4,7 +4,7 @@
 use andromede_agent::hypervisor::fake::{FakeDriver, Faults};
 use andromede_agent::hypervisor::{Hypervisor, Inventory};
 use andromede_agent::reconcile::{Reconciler, Timing};
-use andromede_agent::{identity, session};
+use andromede_agent::{identity, session, tls};
 use anyhow::Context;
 use clap::Parser;
 use std::path::PathBuf;
@@ -32,15 +32,18 @@ struct Args {
     /// scan. Repeatable.
     #[arg(long, value_name = "ID")]
     delete_orphan: Vec<String>,
-    /// The cluster CA (PEM, the first server's tls/ca.pem): the agent then reaches the servers
-    /// over TLS and trusts only certificates it issued. Without it, plaintext (servers run with
-    /// --insecure-plaintext).
+    /// The cluster CA (PEM, the first server's tls/ca.pem). Not needed with a join token from a
+    /// TLS cluster: the token pins the CA, which the agent finds on first contact and keeps in
+    /// --state-dir. With a CA the agent speaks TLS, trusts only servers the CA issued, and
+    /// streams with the host certificate it was issued at enrollment. With neither, plaintext
+    /// (servers run with --insecure-plaintext).
     #[arg(long, env = "ANDROMEDE_CA_CERT", value_name = "FILE")]
     ca_cert: Option<PathBuf>,
     /// Where the host identity is kept.
     #[arg(long, default_value = "/var/lib/andromede/agent")]
     state_dir: PathBuf,
-    /// One-use join token for the first start (env ANDROMEDE_JOIN_TOKEN).
+    /// One-use join token for the first start (env ANDROMEDE_JOIN_TOKEN), as `cloudctl host
+    /// join-token create` printed it (`<id>.<secret>.<ca-sha256>` from a TLS cluster).
     #[arg(long, env = "ANDROMEDE_JOIN_TOKEN", hide_env_values = true)]
     join_token: Option<String>,
     /// Name of this host in the region (defaults to the machine's hostname).
@@ -143,15 +146,44 @@ async fn main() -> anyhow::Result<()> {
     }
     anyhow::ensure!(a.heartbeat_secs > 0, "--heartbeat-secs must be at least 1");
     let hv = driver(&a)?;
-    let ca = match &a.ca_cert {
-        Some(p) => Some(
+    let files = tls::Files::in_dir(&a.state_dir);
+    let (token, pin) = match a.join_token.as_deref() {
+        Some(t) => {
+            let (t, pin) = tls::split_token(t);
+            (Some(t), pin)
+        }
+        None => (None, None),
+    };
+    let enrolled = identity::load(&a.state_dir)?;
+    // The cluster CA: given, kept since enrollment, or (first start, with a pinned join token)
+    // found on first contact. Once a host has one it never speaks plaintext again.
+    let ca = match (&a.ca_cert, tls::read(&files.ca)?) {
+        (Some(p), _) => Some(
             std::fs::read_to_string(p)
                 .with_context(|| format!("reading the cluster CA {}", p.display()))?,
         ),
-        None => None,
+        (None, Some(kept)) => Some(kept),
+        (None, None) => match (&pin, &enrolled) {
+            (Some(pin), None) => {
+                let server = a.servers.first().context("no --server given")?.clone();
+                let pin = pin.clone();
+                let ca =
+                    tokio::task::spawn_blocking(move || tls::discover(&server, &pin)).await??;
+                tracing::info!("found the cluster CA by the join token's pin");
+                Some(ca)
+            }
+            _ => None,
+        },
     };
-    let pool = session::Pool::with_ca(1, ca);
-    let id = match identity::load(&a.state_dir)? {
+    if let (Some(pin), Some(ca)) = (&pin, &ca) {
+        let have = andromede_pki::pin_of(ca).context("the cluster CA is not a PEM certificate")?;
+        anyhow::ensure!(
+            &have == pin,
+            "the join token pins CA {pin}, but the cluster CA given is {have}: the token is for another cluster"
+        );
+    }
+    let pool = session::Pool::with_ca(1, ca.clone());
+    let id = match enrolled {
         Some(id) => {
             if a.join_token.is_some() {
                 tracing::info!("already enrolled; ignoring --join-token");
@@ -159,7 +191,7 @@ async fn main() -> anyhow::Result<()> {
             id
         }
         None => {
-            let token = a.join_token.as_deref().context(
+            let token = token.as_deref().context(
                 "this host is not enrolled yet: pass --join-token (cloudctl host join-token create --datacenter DC)",
             )?;
             let hv2 = hv.clone();
@@ -168,20 +200,50 @@ async fn main() -> anyhow::Result<()> {
                 .context("reading the host inventory")?;
             let name = a.hostname.clone().unwrap_or_else(hostname);
             let credential = identity::pending_credential(&a.state_dir)?;
-            let id = session::enroll(
+            // Over TLS the host's key is made here and only its CSR leaves the host.
+            let csr = match &ca {
+                Some(_) => tls::request(&tls::host_key(&files)?)?,
+                None => String::new(),
+            };
+            let (id, cert) = session::enroll(
                 &pool,
                 &a.servers,
                 token,
                 &name,
                 &credential,
+                &csr,
                 session::inventory(inv, hv.driver()),
             )
             .await?;
+            if let Some(ca) = &ca {
+                let cert = cert.context("the server issued no host certificate")?;
+                tls::write(&files.ca, ca)?;
+                tls::write(&files.cert, &cert.pem)?;
+            }
             identity::save(&a.state_dir, &id)?;
             identity::enrolled(&a.state_dir);
             tracing::info!(host = %id.host_id, name = %id.host_name, datacenter = %id.datacenter_id, "enrolled");
             id
         }
+    };
+    let renewal = match &ca {
+        Some(ca) => {
+            let missing = |p: &std::path::Path| {
+                format!(
+                    "{} is missing: this host has no certificate; enroll it again with a new join token",
+                    p.display()
+                )
+            };
+            let key = tls::read(&files.key)?.with_context(|| missing(&files.key))?;
+            let cert = tls::read(&files.cert)?.with_context(|| missing(&files.cert))?;
+            let host = tls::HostTls::new(files.clone(), ca.clone(), key, cert);
+            pool.present(host.clone());
+            Some(session::Renewal {
+                host,
+                state_dir: a.state_dir.clone(),
+            })
+        }
+        None => None,
     };
     let timing = Timing {
         stop_timeout: Duration::from_secs(a.stop_timeout_secs),
@@ -196,6 +258,7 @@ async fn main() -> anyhow::Result<()> {
         servers: a.servers.clone(),
         heartbeat: Duration::from_secs(a.heartbeat_secs),
         pool,
+        tls: renewal,
     };
     tokio::select! {
         r = session::run(link, id, rec, reports) => r.context("control plane")?,

@@ -4,6 +4,7 @@
 use crate::hypervisor::{HvError, Inventory};
 use crate::identity::Identity;
 use crate::reconcile::{Reconciler, Report};
+use crate::tls::HostTls;
 use andromede_api::v1::agent_service_client::AgentServiceClient;
 use andromede_api::v1::{
     agent_message, control_message, AgentHello, AgentMessage, ConsoleLogReply, EnrollRequest,
@@ -43,6 +44,8 @@ pub struct Pool {
     size: usize,
     /// The cluster CA (PEM): with it the agent speaks TLS and only to servers it issued.
     ca: Option<String>,
+    /// The host certificate and key the agent presents (mutual TLS), once enrolled.
+    host: Mutex<Option<Arc<HostTls>>>,
     channels: Mutex<HashMap<String, Vec<Channel>>>,
     next: AtomicUsize,
 }
@@ -57,32 +60,51 @@ impl Pool {
         Arc::new(Self {
             size: size.max(1),
             ca,
+            host: Mutex::new(None),
             channels: Mutex::new(HashMap::new()),
             next: AtomicUsize::new(0),
         })
     }
 
+    /// A pool of one host, presenting its certificate to servers it verifies by the CA.
+    pub fn for_host(host: Arc<HostTls>) -> Arc<Self> {
+        let p = Self::with_ca(1, Some(host.ca.clone()));
+        p.present(host);
+        p
+    }
+
+    /// From now on, connections present `host`'s certificate (after enrollment or renewal);
+    /// a stream already open keeps its connection.
+    pub fn present(&self, host: Arc<HostTls>) {
+        *self.host.lock().unwrap_or_else(|p| p.into_inner()) = Some(host);
+        self.channels
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+    }
+
     pub fn get(&self, addr: &str) -> Result<Channel, SessionError> {
+        let host = self.host.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let mut m = self.channels.lock().unwrap_or_else(|p| p.into_inner());
         let list = m.entry(addr.to_string()).or_default();
         if list.len() < self.size {
-            list.push(channel(addr, self.ca.as_deref())?);
+            list.push(channel(addr, self.ca.as_deref(), host.as_deref())?);
         }
         let i = self.next.fetch_add(1, Ordering::Relaxed) % list.len();
         Ok(list[i].clone())
     }
 }
 
-fn channel(addr: &str, ca: Option<&str>) -> Result<Channel, SessionError> {
+fn channel(addr: &str, ca: Option<&str>, host: Option<&HostTls>) -> Result<Channel, SessionError> {
     let bad = |e: tonic::transport::Error| SessionError::Connect(addr.into(), e.to_string());
     let mut e = Endpoint::from_shared(url(addr, ca.is_some())).map_err(bad)?;
     if let Some(ca) = ca {
-        e = e
-            .tls_config(
-                tonic::transport::ClientTlsConfig::new()
-                    .ca_certificate(tonic::transport::Certificate::from_pem(ca.as_bytes())),
-            )
-            .map_err(bad)?;
+        let mut tls = tonic::transport::ClientTlsConfig::new()
+            .ca_certificate(tonic::transport::Certificate::from_pem(ca.as_bytes()));
+        if let Some(h) = host {
+            tls = tls.identity(tonic::transport::Identity::from_pem(h.cert(), &h.key));
+        }
+        e = e.tls_config(tls).map_err(bad)?;
     }
     Ok(e.connect_timeout(Duration::from_secs(3))
         .tcp_nodelay(true)
@@ -103,16 +125,18 @@ pub fn inventory(inv: Inventory, driver: &str) -> HostInventory {
     }
 }
 
-/// Trades a join token for a host identity, trying each server in turn (any server accepts it:
-/// followers forward the write to the leader).
+/// Trades a join token (and over TLS a CSR, `csr`) for a host identity and, over TLS, its
+/// certificate, trying each server in turn (any server accepts it: followers forward the write
+/// to the leader).
 pub async fn enroll(
     pool: &Pool,
     servers: &[String],
     join_token: &str,
     hostname: &str,
     credential: &str,
+    csr: &str,
     inv: HostInventory,
-) -> Result<Identity, SessionError> {
+) -> Result<(Identity, Option<andromede_api::v1::HostCertificate>), SessionError> {
     let mut last = SessionError::Refused("no server given".into());
     for s in servers {
         let mut c = AgentServiceClient::new(pool.get(s)?);
@@ -121,16 +145,19 @@ pub async fn enroll(
             hostname: hostname.to_string(),
             inventory: Some(inv.clone()),
             credential: credential.to_string(),
+            csr: csr.to_string(),
         };
         match c.enroll(req).await {
             Ok(r) => {
                 let r = r.into_inner();
-                return Ok(Identity {
+                let id = Identity {
                     host_id: r.host_id,
                     host_name: r.host_name,
                     datacenter_id: r.datacenter_id,
                     credential: r.credential,
-                });
+                    renew_after_ms: r.certificate.as_ref().map_or(0, |c| c.renew_after_ms),
+                };
+                return Ok((id, r.certificate));
             }
             Err(st) if st.code() == tonic::Code::Unavailable => {
                 last = SessionError::Connect(s.clone(), st.message().to_string());
@@ -153,13 +180,28 @@ pub struct Link {
     pub servers: Vec<String>,
     pub heartbeat: Duration,
     pub pool: Arc<Pool>,
+    /// Over TLS: the host certificate, renewed over the stream, and where the identity lives.
+    pub tls: Option<Renewal>,
+}
+
+/// What renewing the host certificate needs.
+#[derive(Clone)]
+pub struct Renewal {
+    pub host: Arc<HostTls>,
+    pub state_dir: std::path::PathBuf,
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// Keeps a stream to the leader open forever, reconnecting with backoff. Returns only when the
 /// control plane refuses this host's identity.
 pub async fn run(
     link: Link,
-    id: Identity,
+    mut id: Identity,
     rec: Arc<Reconciler>,
     mut reports: mpsc::UnboundedReceiver<Report>,
 ) -> Result<(), SessionError> {
@@ -172,7 +214,7 @@ pub async fn run(
             next += 1;
             a
         });
-        match one_session(&link, &addr, &id, &rec, &mut reports).await {
+        match one_session(&link, &addr, &mut id, &rec, &mut reports).await {
             Ok(Ended::Redirect(leader)) => {
                 tracing::info!(from = %addr, to = %leader, "following the leader");
                 hint = Some(leader);
@@ -212,10 +254,21 @@ fn ended(st: tonic::Status) -> Result<Ended, SessionError> {
     }
 }
 
+/// Keeps a renewed certificate: the file first, then the identity's renewal time.
+fn renewed(
+    r: &Renewal,
+    id: &mut Identity,
+    c: &andromede_api::v1::HostCertificate,
+) -> Result<(), crate::tls::TlsError> {
+    r.host.renewed(&c.pem)?;
+    id.renew_after_ms = c.renew_after_ms;
+    Ok(crate::identity::save(&r.state_dir, id)?)
+}
+
 async fn one_session(
     link: &Link,
     addr: &str,
-    id: &Identity,
+    id: &mut Identity,
     rec: &Arc<Reconciler>,
     reports: &mut mpsc::UnboundedReceiver<Report>,
 ) -> Result<Ended, SessionError> {
@@ -240,11 +293,25 @@ async fn one_session(
     tracing::info!(server = %addr, host = %id.host_id, "connected to the control plane");
     rec.resend_all();
     let mut beat = tokio::time::interval(link.heartbeat);
+    // One renewal asked for at a time; another only if the answer never came.
+    let mut renewing: Option<tokio::time::Instant> = None;
     loop {
         tokio::select! {
             m = inbound.message() => match m {
                 Ok(Some(m)) => match m.msg {
                     Some(control_message::Msg::Desired(d)) => rec.apply(d).await,
+                    Some(control_message::Msg::Certificate(c)) => {
+                        if let Some(r) = &link.tls {
+                            renewing = None;
+                            match renewed(r, id, &c) {
+                                Ok(()) => {
+                                    link.pool.present(r.host.clone());
+                                    tracing::info!(not_after_ms = c.not_after_ms, "host certificate renewed");
+                                }
+                                Err(e) => tracing::error!(error = %e, "could not keep the renewed host certificate"),
+                            }
+                        }
+                    }
                     Some(control_message::Msg::ConsoleLog(c)) => {
                         let hv = rec.hypervisor();
                         let out = out.clone();
@@ -269,6 +336,20 @@ async fn one_session(
             _ = beat.tick() => {
                 if out.send(AgentMessage { msg: Some(agent_message::Msg::Heartbeat(Heartbeat {})) }).await.is_err() {
                     return Ok(Ended::Closed("outbound stream closed".into()));
+                }
+                let due = link.tls.as_ref().filter(|_| id.renew_after_ms > 0 && now_ms() >= id.renew_after_ms);
+                let waited = renewing.is_none_or(|t| t.elapsed() > Duration::from_secs(60));
+                if let (Some(r), true) = (due, waited) {
+                    match crate::tls::request(&r.host.key) {
+                        Ok(csr) => {
+                            renewing = Some(tokio::time::Instant::now());
+                            let m = AgentMessage { msg: Some(agent_message::Msg::Renew(andromede_api::v1::RenewCertificate { csr })) };
+                            if out.send(m).await.is_err() {
+                                return Ok(Ended::Closed("outbound stream closed".into()));
+                            }
+                        }
+                        Err(e) => tracing::error!(error = %e, "could not make a certificate request"),
+                    }
                 }
             }
             r = reports.recv() => {

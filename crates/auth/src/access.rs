@@ -8,9 +8,13 @@ use andromede_api::v1::Role;
 pub enum Access {
     /// Nothing: health checks and reflection.
     Public,
-    /// A join token or a host credential, checked by the agent service itself.
-    Agent,
-    /// A server of this cluster.
+    /// A one-use join token, checked by the agent service itself (enrollment).
+    Join,
+    /// A host: its certificate from the cluster CA (mutual TLS), bound to one host and
+    /// datacenter; over plaintext, its host credential.
+    Host,
+    /// A server of this cluster: its server certificate from the cluster CA (mutual TLS); over
+    /// plaintext, the cluster credential.
     Peer,
     /// An API token whose role is at least `project` in a project scope or `cloud` in the
     /// cloud scope (`None`: that scope may not call it at all). A project-scoped caller then
@@ -163,8 +167,8 @@ pub const ACCESS: &[(&str, Access)] = &[
     ("/andromede.v1.ClusterService/Initialize", CLOUD_ADMIN),
     ("/andromede.v1.ClusterService/LocateNode", CLOUD_ADMIN),
     // Hosts.
-    ("/andromede.v1.AgentService/Enroll", Access::Agent),
-    ("/andromede.v1.AgentService/Session", Access::Agent),
+    ("/andromede.v1.AgentService/Enroll", Access::Join),
+    ("/andromede.v1.AgentService/Session", Access::Host),
     // Between servers.
     ("/andromede.v1.InternalService/AppendEntries", Access::Peer),
     ("/andromede.v1.InternalService/Vote", Access::Peer),
@@ -175,6 +179,18 @@ pub const ACCESS: &[(&str, Access)] = &[
     ("/andromede.v1.InternalService/Forward", Access::Peer),
     ("/andromede.v1.InternalService/ReadIndex", Access::Peer),
     ("/andromede.v1.InternalService/ConsoleLog", Access::Peer),
+];
+
+/// The services API clients call (and reflection lists); the agent and internal services are
+/// for certificate holders only.
+pub const PUBLIC_SERVICES: &[&str] = &[
+    "andromede.v1.InfrastructureService",
+    "andromede.v1.IdentityService",
+    "andromede.v1.ComputeService",
+    "andromede.v1.VolumeService",
+    "andromede.v1.PlacementService",
+    "andromede.v1.EventService",
+    "andromede.v1.ClusterService",
 ];
 
 /// The access `path` needs; `None` for a method nobody may call.
@@ -279,6 +295,28 @@ mod tests {
         for (p, _) in ACCESS {
             if p.starts_with("/andromede.") {
                 assert!(methods.iter().any(|m| m == p), "entry for no RPC: {p}");
+            }
+        }
+    }
+
+    #[test]
+    fn public_services_are_exactly_the_token_services() {
+        let fds =
+            prost_types::FileDescriptorSet::decode(andromede_api::FILE_DESCRIPTOR_SET).unwrap();
+        for f in &fds.file {
+            for s in &f.service {
+                let name = format!("{}.{}", f.package(), s.name());
+                let token = s.method.iter().all(|m| {
+                    matches!(
+                        access(&format!("/{name}/{}", m.name())),
+                        Some(Access::Token { .. })
+                    )
+                });
+                assert_eq!(
+                    PUBLIC_SERVICES.contains(&name.as_str()),
+                    token,
+                    "{name}: listed as public exactly when every method takes an API token"
+                );
             }
         }
     }

@@ -13,8 +13,9 @@ const PACKAGE: &str = "/andromede.v1.";
 fn name(a: Access) -> &'static str {
     match a {
         Access::Public => "public",
-        Access::Agent => "agent credential",
-        Access::Peer => "cluster credential",
+        Access::Join => "join token",
+        Access::Host => "host certificate",
+        Access::Peer => "server certificate",
         t if t == READ => "read",
         t if t == WRITE => "write",
         t if t == PROJECT_ADMIN => "project-admin",

@@ -57,8 +57,16 @@ pub async fn start(
                 .await?
                 .token;
                 let inv = session::inventory(inventory, "fake");
-                let id = session::enroll(&pool, &servers, &token, &format!("fake-{i:05}"), "", inv)
-                    .await?;
+                let (id, _) = session::enroll(
+                    &pool,
+                    &servers,
+                    &token,
+                    &format!("fake-{i:05}"),
+                    "",
+                    "",
+                    inv,
+                )
+                .await?;
                 anyhow::Ok(id)
             }
         })
@@ -81,6 +89,7 @@ pub async fn start(
             servers: servers.clone(),
             heartbeat: Duration::from_secs(3),
             pool: pool.clone(),
+            tls: None,
         };
         tasks.push(tokio::spawn(async move {
             if let Err(e) = session::run(link, id, rec, reports).await {

@@ -1,10 +1,16 @@
 //! The cluster's certificates: a CA made when the cluster is initialized, and the server
-//! certificates it issues (for the names and addresses clients use), all as PEM files.
+//! certificates it issues: servers (for the names and addresses clients use, and as peers of
+//! each other) and hosts (from the agent's own key, bound to the host and its datacenter).
+
+mod peer;
+
+pub use peer::{peer_of, Peer, PeerRole};
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    KeyPair, KeyUsagePurpose,
+    BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName,
+    DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose, SanType, SerialNumber,
 };
+use sha2::Digest;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -19,6 +25,10 @@ pub enum PkiError {
     Cert(#[from] rcgen::Error),
     #[error("{path} does not hold a usable {what}")]
     Unusable { path: PathBuf, what: &'static str },
+    #[error("not a PEM certificate signing request")]
+    BadRequest,
+    #[error("not a PEM certificate")]
+    BadCertificate,
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> PkiError + '_ {
@@ -75,11 +85,41 @@ fn read(path: &Path) -> Result<String, PkiError> {
 const SERVER_DAYS: i64 = 398;
 const CA_DAYS: i64 = 3650;
 
-fn validity(p: &mut CertificateParams, days: i64) {
+fn validity(p: &mut CertificateParams, lifetime: time::Duration) {
     let now = time::OffsetDateTime::now_utc();
     // An hour back, for clocks a little behind.
     p.not_before = now - time::Duration::hours(1);
-    p.not_after = now + time::Duration::days(days);
+    p.not_after = now + lifetime;
+    // Random and positive: a serial names one certificate, and revocation goes by it.
+    let mut serial = *uuid::Uuid::new_v4().as_bytes();
+    serial[0] &= 0x7f;
+    p.serial_number = Some(SerialNumber::from_slice(&serial));
+}
+
+fn uri(u: String) -> Result<SanType, PkiError> {
+    Ok(SanType::URI(u.try_into()?))
+}
+
+/// A certificate the CA issued, with what the replicated state records of it.
+#[derive(Debug, Clone)]
+pub struct Issued {
+    pub pem: String,
+    /// Lowercase hex, as [`peer_of`] reads it back.
+    pub serial: String,
+    pub not_after_ms: i64,
+}
+
+impl Issued {
+    fn of(cert: &rcgen::Certificate, p: &CertificateParams) -> Self {
+        Self {
+            pem: cert.pem(),
+            serial: p
+                .serial_number
+                .as_ref()
+                .map_or_else(String::new, |s| peer::hex(s.as_ref())),
+            not_after_ms: (p.not_after.unix_timestamp_nanos() / 1_000_000) as i64,
+        }
+    }
 }
 
 /// The cluster CA: its certificate and signing key.
@@ -117,7 +157,7 @@ impl Ca {
         p.distinguished_name = dn;
         p.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
         p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        validity(&mut p, CA_DAYS);
+        validity(&mut p, time::Duration::days(CA_DAYS));
         let key = KeyPair::generate()?;
         let cert = p.self_signed(&key)?;
         let pem = cert.pem();
@@ -148,20 +188,68 @@ impl Ca {
         &self.pem
     }
 
-    /// A server certificate for `names` (DNS names or IP addresses), as (certificate, key) PEM.
-    pub fn issue_server(&self, id: &str, names: &[String]) -> Result<(String, String), PkiError> {
+    /// The SHA-256 of the CA certificate (hex): what a join token pins.
+    pub fn pin(&self) -> String {
+        pin_of(&self.pem).unwrap_or_default()
+    }
+
+    /// A server certificate for Raft id `node_id` and `names` (DNS names or IP addresses), as
+    /// (certificate, key) PEM. It serves clients and authenticates the server to its peers.
+    pub fn issue_server(
+        &self,
+        node_id: u64,
+        names: &[String],
+    ) -> Result<(String, String), PkiError> {
         let mut p = CertificateParams::new(names.to_vec())?;
+        p.subject_alt_names
+            .push(uri(format!("{}{node_id}", peer::SERVER_URN))?);
         let mut dn = DistinguishedName::new();
         dn.push(DnType::OrganizationName, "Andromède");
-        dn.push(DnType::CommonName, format!("andromede-server {id}"));
+        dn.push(DnType::CommonName, format!("andromede-server {node_id}"));
         p.distinguished_name = dn;
         p.is_ca = IsCa::ExplicitNoCa;
         p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        validity(&mut p, SERVER_DAYS);
+        p.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        validity(&mut p, time::Duration::days(SERVER_DAYS));
         let key = KeyPair::generate()?;
         let cert = p.signed_by(&key, &self.cert, &self.key)?;
         Ok((cert.pem(), key.serialize_pem()))
+    }
+
+    /// A host certificate for the key in `csr_pem`, valid `lifetime`. Whatever the request
+    /// asks for is dropped: the certificate names the host and datacenter given here (from the
+    /// replicated state) and authenticates a client only, so it never passes as a server.
+    pub fn issue_host(
+        &self,
+        csr_pem: &str,
+        host_id: &str,
+        datacenter_id: &str,
+        lifetime: std::time::Duration,
+    ) -> Result<Issued, PkiError> {
+        let mut csr =
+            CertificateSigningRequestParams::from_pem(csr_pem).map_err(|_| PkiError::BadRequest)?;
+        let mut p = CertificateParams::default();
+        p.subject_alt_names = vec![
+            uri(format!("{}{host_id}", peer::HOST_URN))?,
+            uri(format!("{}{datacenter_id}", peer::DATACENTER_URN))?,
+        ];
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::OrganizationName, "Andromède");
+        dn.push(DnType::CommonName, format!("andromede-host {host_id}"));
+        p.distinguished_name = dn;
+        p.is_ca = IsCa::ExplicitNoCa;
+        p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        validity(
+            &mut p,
+            time::Duration::try_from(lifetime).unwrap_or(time::Duration::days(30)),
+        );
+        csr.params = p;
+        let cert = csr.signed_by(&self.cert, &self.key)?;
+        Ok(Issued::of(&cert, cert.params()))
     }
 }
 
@@ -190,12 +278,12 @@ impl ServerTls {
     pub fn create_with_ca(
         dir: &Path,
         cluster: &str,
-        server_id: &str,
+        node_id: u64,
         names: &[String],
     ) -> Result<Self, PkiError> {
         let ca = Ca::create(&CaFiles::in_dir(dir), cluster)?;
         let files = Self::in_dir(dir);
-        let (cert, key) = ca.issue_server(server_id, names)?;
+        let (cert, key) = ca.issue_server(node_id, names)?;
         write(&files.key, &key, true)?;
         write(&files.cert, &cert, false)?;
         Ok(files)
@@ -205,6 +293,55 @@ impl ServerTls {
     pub fn read(&self) -> Result<(String, String, String), PkiError> {
         Ok((read(&self.cert)?, read(&self.key)?, read(&self.ca)?))
     }
+}
+
+/// A new key (it never leaves the caller) and a certificate signing request for it, as
+/// (key, request) PEM.
+pub fn new_request() -> Result<(String, String), PkiError> {
+    let key = KeyPair::generate()?;
+    let csr = CertificateParams::default().serialize_request(&key)?;
+    Ok((key.serialize_pem(), csr.pem()?))
+}
+
+/// A certificate signing request for the key in `key_pem`.
+pub fn request_for(key_pem: &str) -> Result<String, PkiError> {
+    let key = KeyPair::from_pem(key_pem)?;
+    Ok(CertificateParams::default()
+        .serialize_request(&key)?
+        .pem()?)
+}
+
+/// PEM text of one DER certificate.
+pub fn pem_of_der(der: &[u8]) -> String {
+    pem::encode_config(
+        &pem::Pem::new("CERTIFICATE", der.to_vec()),
+        pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF),
+    )
+}
+
+/// Whether `pem` is a certificate signing request this CA can sign.
+pub fn is_request(pem: &str) -> bool {
+    CertificateSigningRequestParams::from_pem(pem).is_ok()
+}
+
+/// The DER bytes of the first certificate in `pem`.
+pub fn der_of(pem: &str) -> Result<Vec<u8>, PkiError> {
+    let (_, p) =
+        x509_parser::pem::parse_x509_pem(pem.as_bytes()).map_err(|_| PkiError::BadCertificate)?;
+    if p.label != "CERTIFICATE" {
+        return Err(PkiError::BadCertificate);
+    }
+    Ok(p.contents)
+}
+
+/// The SHA-256 (hex) of the first certificate in `pem`, as join tokens pin the CA.
+pub fn pin_of(pem: &str) -> Result<String, PkiError> {
+    Ok(peer::hex(&sha2::Sha256::digest(der_of(pem)?)))
+}
+
+/// The identity in a PEM certificate (the agent reads its own back).
+pub fn peer_of_pem(pem: &str) -> Option<Peer> {
+    peer_of(&der_of(pem).ok()?)
 }
 
 /// The names a server certificate covers: the host parts of the given addresses
@@ -242,7 +379,7 @@ mod tests {
     #[test]
     fn a_ca_issues_and_reloads() {
         let d = tempfile::tempdir().unwrap();
-        let files = ServerTls::create_with_ca(d.path(), "c1", "1", &["127.0.0.1".into()]).unwrap();
+        let files = ServerTls::create_with_ca(d.path(), "c1", 1, &["127.0.0.1".into()]).unwrap();
         assert!(files.exists());
         let (cert, key, ca) = files.read().unwrap();
         assert!(cert.starts_with("-----BEGIN CERTIFICATE-----"));
@@ -256,9 +393,60 @@ mod tests {
         }
         let again = Ca::load(&CaFiles::in_dir(d.path())).unwrap();
         assert_eq!(again.pem(), ca);
-        again.issue_server("2", &["10.0.0.2".into()]).unwrap();
+        let (server, _) = again.issue_server(2, &["10.0.0.2".into()]).unwrap();
+        assert_eq!(
+            peer_of_pem(&server).map(|p| p.role),
+            Some(PeerRole::Server { node_id: 2 })
+        );
         // Never overwritten.
         assert!(Ca::create(&CaFiles::in_dir(d.path()), "c2").is_err());
+    }
+
+    #[test]
+    fn a_host_certificate_names_what_the_ca_says_only() {
+        let d = tempfile::tempdir().unwrap();
+        let ca = Ca::create(&CaFiles::in_dir(d.path()), "c1").unwrap();
+        // The request asks for a server identity and a DNS name; neither survives.
+        let key = KeyPair::generate().unwrap();
+        let mut asked = CertificateParams::new(vec!["evil.example".to_string()]).unwrap();
+        asked
+            .subject_alt_names
+            .push(uri("urn:andromede:server:1".into()).unwrap());
+        let csr = asked.serialize_request(&key).unwrap().pem().unwrap();
+        let issued = ca
+            .issue_host(&csr, "h-1", "dc-a", std::time::Duration::from_secs(3600))
+            .unwrap();
+        let peer = peer_of_pem(&issued.pem).unwrap();
+        assert_eq!(
+            peer.role,
+            PeerRole::Host {
+                host_id: "h-1".into(),
+                datacenter_id: "dc-a".into()
+            }
+        );
+        assert_eq!(peer.serial, issued.serial);
+        assert_eq!(peer.not_after_ms / 1000, issued.not_after_ms / 1000);
+        assert!(!issued.pem.contains("evil"));
+        let der = der_of(&issued.pem).unwrap();
+        let (_, cert) = x509_parser::parse_x509_certificate(&der).unwrap();
+        let eku = cert.extended_key_usage().unwrap().unwrap().value;
+        assert!(
+            eku.client_auth && !eku.server_auth,
+            "never a server certificate"
+        );
+        // Two issues never share a serial.
+        let again = ca
+            .issue_host(&csr, "h-1", "dc-a", std::time::Duration::from_secs(3600))
+            .unwrap();
+        assert_ne!(again.serial, issued.serial);
+        assert!(ca
+            .issue_host("junk", "h", "d", std::time::Duration::from_secs(60))
+            .is_err());
+        let (_, own) = new_request().unwrap();
+        ca.issue_host(&own, "h-2", "dc-b", std::time::Duration::from_secs(60))
+            .unwrap();
+        assert_eq!(ca.pin().len(), 64);
+        assert_eq!(pin_of(ca.pem()).unwrap(), ca.pin());
     }
 
     #[test]

@@ -1,11 +1,14 @@
 //! The authorization layer: before any handler runs, a call's method is looked up in
 //! [`andromede_auth::ACCESS`], its credential checked against the replicated tokens (this
 //! server's applied state: no quorum read, no proposal), and the caller's [`Principal`] handed to
-//! the handler. A method the table does not list is refused.
+//! the handler. Servers and hosts are known by their certificates from the cluster CA (mutual
+//! TLS), handed on as [`ServerPeer`] and [`HostPeer`]. A method the table does not list is
+//! refused.
 
 use crate::network::CLUSTER_HEADER;
 use crate::node::Node;
 use andromede_auth::{Access, Principal};
+use andromede_pki::PeerRole;
 use andromede_store::State;
 use std::future::Future;
 use std::pin::Pin;
@@ -53,32 +56,108 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// Decides one call: `Ok(Some(p))` for a token caller, `Ok(None)` for a call that needs no
-/// token (public, agent, peer), or the refusal.
+/// A server of the cluster, as its certificate names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServerPeer {
+    pub node_id: u64,
+}
+
+/// A host's agent, as its certificate names it; whether that certificate is still the host's
+/// (not revoked) is for the agent service to check against the replicated state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostPeer {
+    pub host_id: String,
+    pub datacenter_id: String,
+    pub serial: String,
+}
+
+/// Who a call comes from, once authorized.
+#[derive(Debug)]
+pub enum Caller {
+    Anonymous,
+    Token(Principal),
+    Server(ServerPeer),
+    Host(HostPeer),
+}
+
+/// The identity in the client certificate of the connection, which the TLS layer verified
+/// against the cluster CA.
+fn peer_of(ext: &http::Extensions) -> Option<andromede_pki::Peer> {
+    use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
+    let certs = ext
+        .get::<TlsConnectInfo<TcpConnectInfo>>()
+        .and_then(|i| i.peer_certs())?;
+    andromede_pki::peer_of(certs.first()?)
+}
+
+/// Decides one call: who it comes from, or the refusal.
 pub fn authorize(
     node: &Node,
-    cluster_token: &str,
+    cluster_token: Option<&str>,
     path: &str,
     headers: &http::HeaderMap,
-) -> Result<Option<Principal>, Status> {
+    ext: &http::Extensions,
+) -> Result<Caller, Status> {
     let Some(access) = andromede_auth::access(path) else {
         return Err(Status::unimplemented(format!(
             "no such method {path:?} on this server"
         )));
     };
     match access {
-        Access::Public | Access::Agent => Ok(None),
-        Access::Peer => {
-            let ok = headers
-                .get(CLUSTER_HEADER)
-                .and_then(|v| v.to_str().ok())
-                .is_some_and(|t| constant_time_eq(t.as_bytes(), cluster_token.as_bytes()));
-            if ok {
-                Ok(None)
-            } else {
-                Err(Status::unauthenticated(
-                    "server-to-server call without this cluster's credential",
-                ))
+        Access::Public | Access::Join => Ok(Caller::Anonymous),
+        Access::Peer => match cluster_token {
+            // Over plaintext, the shared secret.
+            Some(secret) => {
+                let ok = headers
+                    .get(CLUSTER_HEADER)
+                    .and_then(|v| v.to_str().ok())
+                    .is_some_and(|t| constant_time_eq(t.as_bytes(), secret.as_bytes()));
+                if ok {
+                    Ok(Caller::Anonymous)
+                } else {
+                    Err(Status::unauthenticated(
+                        "server-to-server call without this cluster's credential",
+                    ))
+                }
+            }
+            None => match peer_of(ext).map(|p| p.role) {
+                Some(PeerRole::Server { node_id }) => Ok(Caller::Server(ServerPeer { node_id })),
+                Some(PeerRole::Host { host_id, .. }) => {
+                    tracing::warn!(%host_id, %path, "a host certificate was presented for a server-to-server call");
+                    Err(Status::permission_denied(
+                        "a host certificate cannot make server-to-server calls",
+                    ))
+                }
+                None => Err(Status::unauthenticated(
+                    "server-to-server calls need a server certificate from the cluster CA",
+                )),
+            },
+        },
+        Access::Host => {
+            if node.tls.is_none() {
+                // Over plaintext the agent service checks the host credential itself.
+                return Ok(Caller::Anonymous);
+            }
+            match peer_of(ext) {
+                Some(andromede_pki::Peer {
+                    role:
+                        PeerRole::Host {
+                            host_id,
+                            datacenter_id,
+                        },
+                    serial,
+                    ..
+                }) => Ok(Caller::Host(HostPeer {
+                    host_id,
+                    datacenter_id,
+                    serial,
+                })),
+                Some(_) => Err(Status::permission_denied(
+                    "only a host certificate opens an agent stream",
+                )),
+                None => Err(Status::unauthenticated(
+                    "an agent stream needs the host certificate from enrollment (mutual TLS)",
+                )),
             }
         }
         Access::Token { .. } => {
@@ -99,7 +178,7 @@ pub fn authorize(
                     }
                 )));
             }
-            Ok(Some(p))
+            Ok(Caller::Token(p))
         }
     }
 }
@@ -108,7 +187,7 @@ pub fn authorize(
 #[derive(Clone)]
 pub struct AuthLayer {
     pub node: Arc<Node>,
-    pub cluster_token: Arc<String>,
+    pub cluster_token: Option<Arc<String>>,
 }
 
 impl<S> tower::Layer<S> for AuthLayer {
@@ -126,7 +205,7 @@ impl<S> tower::Layer<S> for AuthLayer {
 pub struct Authorized<S> {
     inner: S,
     node: Arc<Node>,
-    cluster_token: Arc<String>,
+    cluster_token: Option<Arc<String>>,
 }
 
 impl<S, B, RB> tower::Service<http::Request<B>> for Authorized<S>
@@ -147,13 +226,24 @@ where
     fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
         match authorize(
             &self.node,
-            &self.cluster_token,
+            self.cluster_token.as_deref().map(String::as_str),
             req.uri().path(),
             req.headers(),
+            req.extensions(),
         ) {
-            Ok(p) => {
-                if let Some(p) = p {
-                    req.extensions_mut().insert(p);
+            Ok(caller) => {
+                let ext = req.extensions_mut();
+                match caller {
+                    Caller::Anonymous => {}
+                    Caller::Token(p) => {
+                        ext.insert(p);
+                    }
+                    Caller::Server(p) => {
+                        ext.insert(p);
+                    }
+                    Caller::Host(p) => {
+                        ext.insert(p);
+                    }
                 }
                 let clone = self.inner.clone();
                 let mut inner = std::mem::replace(&mut self.inner, clone);

@@ -23,8 +23,9 @@ pub struct Settings {
     /// it exists, else written, mode 0600). Default: bootstrap-admin-token in the data directory.
     #[arg(long)]
     pub bootstrap_token_file: Option<PathBuf>,
-    /// Shared secret between servers (env ANDROMEDE_CLUSTER_TOKEN). Default: the first server
-    /// makes one in its data directory (cluster-token); give that value to every joining server.
+    /// Over --insecure-plaintext only: the shared secret servers call each other with (env
+    /// ANDROMEDE_CLUSTER_TOKEN). Default: the first server makes one in its data directory
+    /// (cluster-token). Over TLS servers prove themselves by their certificates instead.
     #[arg(long, env = "ANDROMEDE_CLUSTER_TOKEN", hide_env_values = true)]
     pub cluster_token: Option<String>,
     /// The cluster's data key, which seals tenant secrets (user-data) at rest. Default:
@@ -43,6 +44,14 @@ pub struct Settings {
     /// Default: tls/ca.pem in the data directory.
     #[arg(long)]
     pub tls_ca: Option<PathBuf>,
+    /// The key of the cluster CA (PEM), with which this server issues host certificates at
+    /// enrollment and renewal. Default: tls/ca-key.pem in the data directory when it exists.
+    #[arg(long)]
+    pub tls_ca_key: Option<PathBuf>,
+    /// Lifetime of host certificates in seconds (default 30 days); agents renew them over
+    /// their stream when a third of it is left.
+    #[arg(long)]
+    pub host_cert_ttl_secs: Option<u64>,
     /// Serve plaintext HTTP/2 instead of TLS: tokens and user-data then cross the network in
     /// the clear. Only for a private test network.
     #[arg(long, num_args = 0..=1, default_missing_value = "true")]
@@ -104,6 +113,8 @@ impl Settings {
             tls_cert: self.tls_cert.or(file.tls_cert),
             tls_key: self.tls_key.or(file.tls_key),
             tls_ca: self.tls_ca.or(file.tls_ca),
+            tls_ca_key: self.tls_ca_key.or(file.tls_ca_key),
+            host_cert_ttl_secs: self.host_cert_ttl_secs.or(file.host_cert_ttl_secs),
             insecure_plaintext: self.insecure_plaintext.or(file.insecure_plaintext),
             metrics_listen: self.metrics_listen.or(file.metrics_listen),
             init: self.init.or(file.init),

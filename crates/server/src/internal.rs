@@ -65,6 +65,31 @@ pub struct Internal {
     pub node: Arc<Node>,
 }
 
+/// Over mutual TLS, a Raft message must come from the server it says it is from: the vote's
+/// node (the leader or the candidate) is the certificate's. Over plaintext there is no
+/// certificate to compare with.
+fn from_itself<T>(
+    r: &Request<T>,
+    vote: &openraft::Vote<andromede_store::NodeId>,
+) -> Result<(), Status> {
+    let Some(peer) = r.extensions().get::<crate::auth::ServerPeer>() else {
+        return Ok(());
+    };
+    let claimed = vote.leader_id().node_id;
+    if claimed != peer.node_id {
+        tracing::warn!(
+            certificate = peer.node_id,
+            claimed,
+            "refused a Raft message from a server speaking for another"
+        );
+        return Err(Status::permission_denied(format!(
+            "server {} may not speak for server {claimed}",
+            peer.node_id
+        )));
+    }
+    Ok(())
+}
+
 fn decode<T: serde::de::DeserializeOwned>(p: &RaftPayload) -> Result<T, Status> {
     serde_json::from_slice(&p.data).map_err(|e| Status::invalid_argument(format!("payload: {e}")))
 }
@@ -81,12 +106,15 @@ impl InternalService for Internal {
         &self,
         r: Request<RaftPayload>,
     ) -> Result<Response<RaftPayload>, Status> {
-        let req = decode(r.get_ref())?;
+        let req: openraft::raft::AppendEntriesRequest<andromede_store::TypeConfig> =
+            decode(r.get_ref())?;
+        from_itself(&r, &req.vote)?;
         encode(&self.node.raft.append_entries(req).await)
     }
 
     async fn vote(&self, r: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
-        let req = decode(r.get_ref())?;
+        let req: openraft::raft::VoteRequest<andromede_store::NodeId> = decode(r.get_ref())?;
+        from_itself(&r, &req.vote)?;
         encode(&self.node.raft.vote(req).await)
     }
 
@@ -94,7 +122,9 @@ impl InternalService for Internal {
         &self,
         r: Request<RaftPayload>,
     ) -> Result<Response<RaftPayload>, Status> {
-        let req = decode(r.get_ref())?;
+        let req: openraft::raft::InstallSnapshotRequest<andromede_store::TypeConfig> =
+            decode(r.get_ref())?;
+        from_itself(&r, &req.vote)?;
         encode(&self.node.raft.install_snapshot(req).await)
     }
 

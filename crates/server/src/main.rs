@@ -43,6 +43,10 @@ enum Cmd {
         /// Where to write the three files (must not hold them already).
         #[arg(long)]
         out: PathBuf,
+        /// Also copy the CA key (ca-key.pem) into --out, so the new server can enroll hosts
+        /// (it issues their certificates). Without it, agents enroll through servers that have it.
+        #[arg(long)]
+        with_ca_key: bool,
     },
     /// A single-node cloud: one FR datacenter, flavors, the test guest image, and a local agent
     /// (started from the andromede-agent binary next to this one) or, without one, simulated hosts.
@@ -120,17 +124,23 @@ async fn main() -> anyhow::Result<()> {
             node_id,
             names,
             out,
+            with_ca_key,
         } => {
-            let ca = andromede_pki::Ca::load(&andromede_pki::CaFiles::in_dir(&ca_dir))?;
+            let ca_files = andromede_pki::CaFiles::in_dir(&ca_dir);
+            let ca = andromede_pki::Ca::load(&ca_files)?;
             let names: Vec<&str> = names.iter().map(String::as_str).collect();
             let names = andromede_pki::names_of(&names);
-            let (cert, key) = ca.issue_server(&node_id.to_string(), &names)?;
+            let (cert, key) = ca.issue_server(node_id, &names)?;
             let files = andromede_pki::ServerTls::in_dir(&out);
             andromede_pki::write_files(&[
                 (&files.key, key.as_str(), true),
                 (&files.cert, cert.as_str(), false),
                 (&files.ca, ca.pem(), false),
             ])?;
+            if with_ca_key {
+                let key = std::fs::read_to_string(&ca_files.key)?;
+                andromede_pki::write_private(&out.join("ca-key.pem"), &key)?;
+            }
             eprintln!(
                 "wrote {} (for {names:?}), its key and the CA into {}",
                 files.cert.display(),

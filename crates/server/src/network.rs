@@ -26,9 +26,11 @@ pub const CLUSTER_HEADER: &str = "x-andromede-cluster-token";
 /// Lazily connected channels to the other servers, keyed by address.
 #[derive(Clone)]
 pub struct Peers {
-    token: Arc<String>,
-    /// The cluster CA (PEM) when servers speak TLS.
-    ca: Option<Arc<String>>,
+    /// Over plaintext: the shared secret sent with every call.
+    token: Option<Arc<String>>,
+    /// Over TLS: this server's certificate (presented to its peers) and the cluster CA (their
+    /// certificates must chain to it).
+    tls: Option<Arc<crate::tls::Tls>>,
     channels: Arc<Mutex<HashMap<String, Channel>>>,
 }
 
@@ -40,10 +42,10 @@ fn url(addr: &str, tls: bool) -> String {
 }
 
 impl Peers {
-    pub fn new(token: String, ca: Option<String>) -> Self {
+    pub fn new(token: Option<String>, tls: Option<crate::tls::Tls>) -> Self {
         Self {
-            token: Arc::new(token),
-            ca: ca.map(Arc::new),
+            token: token.map(Arc::new),
+            tls: tls.map(Arc::new),
             channels: Arc::new(Mutex::new(HashMap::new())),
         }
     }
@@ -53,11 +55,12 @@ impl Peers {
         if let Some(c) = m.get(addr) {
             return Ok(c.clone());
         }
-        let mut e = Endpoint::from_shared(url(addr, self.ca.is_some()))?;
-        if let Some(ca) = &self.ca {
+        let mut e = Endpoint::from_shared(url(addr, self.tls.is_some()))?;
+        if let Some(t) = &self.tls {
             e = e.tls_config(
                 tonic::transport::ClientTlsConfig::new()
-                    .ca_certificate(tonic::transport::Certificate::from_pem(ca.as_bytes())),
+                    .ca_certificate(tonic::transport::Certificate::from_pem(t.ca.as_bytes()))
+                    .identity(tonic::transport::Identity::from_pem(&t.cert, &t.key)),
             )?;
         }
         let c = e
@@ -72,7 +75,11 @@ impl Peers {
     fn request<T>(&self, msg: T, timeout: std::time::Duration) -> tonic::Request<T> {
         let mut r = tonic::Request::new(msg);
         r.set_timeout(timeout);
-        if let Ok(v) = MetadataValue::try_from(self.token.as_str()) {
+        if let Some(Ok(v)) = self
+            .token
+            .as_ref()
+            .map(|t| MetadataValue::try_from(t.as_str()))
+        {
             r.metadata_mut().insert(CLUSTER_HEADER, v);
         }
         r

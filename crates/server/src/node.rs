@@ -60,6 +60,8 @@ pub struct Node {
     pub max_watches: usize,
     /// Seals and opens tenant secrets (user-data); the same key on every server.
     pub data_key: Arc<crate::sealed::DataKey>,
+    /// The TLS identity and cluster CA; `None` over --insecure-plaintext.
+    pub tls: Option<crate::tls::Tls>,
 }
 
 /// The scheduler's view: applied state plus in-flight reservations.
@@ -115,6 +117,7 @@ impl Node {
             watches: Arc::new(tokio::sync::Semaphore::new(DEFAULT_MAX_WATCHES)),
             max_watches: DEFAULT_MAX_WATCHES,
             data_key,
+            tls: None,
         }
     }
 

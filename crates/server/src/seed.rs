@@ -190,7 +190,8 @@ pub async fn local_agent(
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        let (token, presented) = crate::agents::session::new_join_token("dc-local", 600);
+        let (token, presented) =
+            crate::agents::session::new_join_token("dc-local", 600, node.tls.as_ref());
         node.submit(Proposal::Cmd(Command::CreateJoinToken(token)))
             .await
             .map_err(|e| anyhow::anyhow!("creating the local agent's join token: {e}"))?;

@@ -30,7 +30,8 @@ pub struct Resolved {
     pub data_dir: PathBuf,
     /// Where the first cloud-admin token is (or will be) when this server initializes the cluster.
     pub bootstrap_token_file: PathBuf,
-    pub cluster_token: String,
+    /// Over plaintext only: the secret servers call each other with.
+    pub cluster_token: Option<String>,
     pub data_key_file: PathBuf,
     /// `None`: plaintext, asked for with --insecure-plaintext.
     pub tls: Option<crate::tls::Tls>,
@@ -52,10 +53,6 @@ pub fn resolve(s: Settings) -> anyhow::Result<Resolved> {
     let data_dir = s
         .data_dir
         .unwrap_or_else(|| PathBuf::from("andromede-data"));
-    let cluster_token = match s.cluster_token.filter(|t| !t.is_empty()) {
-        Some(t) => t,
-        None => crate::bootstrap::cluster_token(&data_dir, init)?,
-    };
     let heartbeat = s.heartbeat_ms.unwrap_or(50);
     let election = s.election_timeout_ms.unwrap_or(250);
     let raft = openraft::Config {
@@ -84,13 +81,29 @@ pub fn resolve(s: Settings) -> anyhow::Result<Resolved> {
             cert: s.tls_cert.as_deref(),
             key: s.tls_key.as_deref(),
             ca: s.tls_ca.as_deref(),
+            ca_key: s.tls_ca_key.as_deref(),
             plaintext: s.insecure_plaintext.unwrap_or(false),
+            host_cert_ttl: {
+                let t = s.host_cert_ttl_secs.unwrap_or(30 * 86_400);
+                anyhow::ensure!(
+                    (30..=366 * 86_400).contains(&t),
+                    "host_cert_ttl_secs must be between 30 and 31622400"
+                );
+                std::time::Duration::from_secs(t)
+            },
         },
         &data_dir,
         init,
         node_id,
         &[&listen, &advertise],
     )?;
+    // Servers over TLS prove themselves with their certificates; the shared secret is for
+    // plaintext only.
+    let cluster_token = match (&tls, s.cluster_token.filter(|t| !t.is_empty())) {
+        (Some(_), _) => None,
+        (None, Some(t)) => Some(t),
+        (None, None) => Some(crate::bootstrap::cluster_token(&data_dir, init)?),
+    };
     Ok(Resolved {
         tls,
         node_id,
@@ -155,10 +168,7 @@ pub async fn start_node(r: &Resolved) -> anyhow::Result<Arc<Node>> {
         .await
         .context("opening the state machine")?;
     let shared = sm.shared();
-    let peers = Peers::new(
-        r.cluster_token.clone(),
-        r.tls.as_ref().map(|t| t.ca.clone()),
-    );
+    let peers = Peers::new(r.cluster_token.clone(), r.tls.clone());
     let raft =
         andromede_store::Raft::new(r.node_id, Arc::new(r.raft.clone()), peers.clone(), log, sm)
             .await
@@ -177,6 +187,7 @@ pub async fn start_node(r: &Resolved) -> anyhow::Result<Arc<Node>> {
         tracing::info!(node_id = r.node_id, "initialized a new single-node cluster");
     }
     let mut node = Node::new(r.node_id, r.advertise.clone(), raft, shared, peers, key);
+    node.tls = r.tls.clone();
     node.strategy = r.strategy;
     node.agents = crate::agents::Agents::new(r.host_ttl);
     node.limit_watches(r.max_watches);
@@ -216,10 +227,14 @@ pub async fn serve(
     health_reporter
         .set_serving::<ComputeServiceServer<Api>>()
         .await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(andromede_api::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .context("reflection")?;
+    // Reflection lists the public services only: the agent and internal services are for
+    // certificate holders, not for API clients to discover.
+    let mut reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(andromede_api::FILE_DESCRIPTOR_SET);
+    for name in andromede_auth::access::PUBLIC_SERVICES {
+        reflection = reflection.with_service_name(*name);
+    }
+    let reflection = reflection.build_v1().context("reflection")?;
     let internal = InternalServiceServer::new(Internal { node: node.clone() })
         .max_decoding_message_size(1 << 30)
         .max_encoding_message_size(1 << 30);
@@ -230,10 +245,17 @@ pub async fn serve(
     tracing::info!(%addr, node_id = r.node_id, data_dir = %r.data_dir.display(), "serving");
     let mut builder = tonic::transport::Server::builder();
     if let Some(t) = &r.tls {
+        // The chain ends with the CA so an agent holding only the join token's pin can find
+        // it on first contact. Client certificates are asked for, not required: API clients
+        // have tokens; servers and hosts present certificates, which the authorization
+        // layer requires for their services.
+        let chain = format!("{}\n{}", t.cert.trim_end(), t.ca);
         builder = builder
             .tls_config(
                 tonic::transport::ServerTlsConfig::new()
-                    .identity(tonic::transport::Identity::from_pem(&t.cert, &t.key)),
+                    .identity(tonic::transport::Identity::from_pem(chain, &t.key))
+                    .client_ca_root(tonic::transport::Certificate::from_pem(&t.ca))
+                    .client_auth_optional(true),
             )
             .context("the TLS certificate and key")?;
     }
@@ -246,12 +268,12 @@ pub async fn serve(
         // Every call passes the one authorization table before any handler runs.
         .layer(AuthLayer {
             node: node.clone(),
-            cluster_token: Arc::new(r.cluster_token.clone()),
+            cluster_token: r.cluster_token.clone().map(Arc::new),
         })
         .add_service(health)
         .add_service(reflection)
         .add_service(internal)
-        // Agents authenticate with their join token, then their host credential, in the service.
+        // Agents enroll with a join token, then stream with their host certificate.
         .add_service(AgentServiceServer::new(AgentApi {
             node: node.clone(),
             agents: node.agents.clone(),

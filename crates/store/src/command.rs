@@ -9,8 +9,8 @@ use andromede_api::v1::{
 use serde::{Deserialize, Serialize};
 
 /// The protocol version this build writes and understands.
-// v3: host orphans and API tokens.
-pub const PROTOCOL_VERSION: u32 = 3;
+// v3: host orphans and API tokens. v4: host certificates.
+pub const PROTOCOL_VERSION: u32 = 4;
 
 /// One log entry's payload: the command plus the proposer's clock, so apply never reads a clock.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -163,6 +163,14 @@ pub enum Command {
     RevokeApiToken {
         id: String,
     },
+    // Protocol v4: host certificates.
+    /// A host certificate was issued (at enrollment or renewal): it becomes the host's current
+    /// one, the one before stays valid until the next, and every other is revoked.
+    HostCertificate {
+        id: String,
+        serial: String,
+        not_after_ms: i64,
+    },
 }
 
 impl Command {
@@ -200,6 +208,7 @@ impl Command {
             Command::HostOrphans { .. } => "HostOrphans",
             Command::CreateApiToken(_) => "CreateApiToken",
             Command::RevokeApiToken { .. } => "RevokeApiToken",
+            Command::HostCertificate { .. } => "HostCertificate",
         }
     }
 }

@@ -768,6 +768,19 @@ impl State {
                 h.orphans = orphans.clone();
                 Ok(Reply::Host(self.updated(id, at)))
             }
+            Command::HostCertificate {
+                id,
+                serial,
+                not_after_ms,
+            } => {
+                let h: &mut Host = self.get_mut(id)?;
+                if h.cert_serial == *serial {
+                    return Ok(Reply::Host(h.clone()));
+                }
+                h.previous_cert_serial = std::mem::replace(&mut h.cert_serial, serial.clone());
+                h.cert_not_after_ms = *not_after_ms;
+                Ok(Reply::Host(self.updated(id, at)))
+            }
         }
     }
 

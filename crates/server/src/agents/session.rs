@@ -2,12 +2,13 @@
 //! pushes the host's desired state (in full on connect, then changes) and records its reports.
 
 use super::{Agents, Outbox, Routed};
+use crate::auth::HostPeer;
 use crate::node::{Node, Proposal};
 use andromede_api::v1::agent_service_server::AgentService;
 use andromede_api::v1::{
     agent_message, control_message, AgentHello, AgentMessage, ControlMessage, DesiredState,
-    EnrollRequest, EnrollResponse, Host, HostState, Image, Instance, InstanceState, Reports,
-    Volume, VolumeState,
+    EnrollRequest, EnrollResponse, Host, HostCertificate, HostState, Image, Instance,
+    InstanceState, Reports, Volume, VolumeState,
 };
 use andromede_model::capacity::DEFAULT_RATIOS;
 use andromede_model::validate::{self as val, Violations};
@@ -57,10 +58,12 @@ fn check_inventory(v: &mut Violations, inv: &andromede_api::v1::HostInventory, r
 }
 
 /// A fresh join token for `datacenter_id`, valid `ttl_secs`, and the `<id>.<secret>` string an
-/// agent presents (the token keeps only the secret's hash).
+/// agent presents (the token keeps only the secret's hash), followed over TLS by
+/// `.<ca-sha256>`, the pin with which the agent verifies the servers on first contact.
 pub fn new_join_token(
     datacenter_id: &str,
     ttl_secs: u64,
+    tls: Option<&crate::tls::Tls>,
 ) -> (andromede_api::v1::JoinToken, String) {
     let id = uuid::Uuid::new_v4().to_string();
     let secret = secret();
@@ -76,7 +79,11 @@ pub fn new_join_token(
         secret_sha256: sha256_hex(&secret),
         used_by_host: String::new(),
     };
-    (token, format!("{id}.{secret}"))
+    let presented = match tls {
+        Some(t) => format!("{id}.{secret}.{}", t.pin),
+        None => format!("{id}.{secret}"),
+    };
+    (token, presented)
 }
 
 fn id_of<T: andromede_store::resource::Resource>(r: &T) -> String {
@@ -129,38 +136,124 @@ fn not_leader(node: &Node) -> Status {
     st
 }
 
+/// Whether the host certificate `c` is still `host`'s: same datacenter, and its current or
+/// previous serial (anything else was revoked by a renewal, or the host was re-enrolled).
+fn check_certificate(host: &Host, c: &HostPeer) -> Result<(), Status> {
+    if host.datacenter_id != c.datacenter_id {
+        tracing::warn!(host = %c.host_id, certificate = %c.datacenter_id, state = %host.datacenter_id, "refused a host certificate naming another datacenter");
+        return Err(Status::permission_denied(
+            "the host certificate names another datacenter than the host's",
+        ));
+    }
+    let current = !c.serial.is_empty()
+        && (c.serial == host.cert_serial || c.serial == host.previous_cert_serial);
+    if !current {
+        tracing::warn!(host = %c.host_id, serial = %c.serial, "refused a revoked host certificate");
+        return Err(Status::unauthenticated(format!(
+            "host certificate {} was revoked: enroll the host again with a new join token",
+            c.serial
+        )));
+    }
+    Ok(())
+}
+
 impl AgentApi {
-    /// Checks the hello's credential and records what the agent reports of its host.
-    async fn hello(&self, h: &AgentHello) -> Result<Host, Status> {
+    /// Issues a certificate for `host` (as committed) from `csr` and records its serial.
+    async fn certify(
+        &self,
+        issuer: &crate::tls::Issuer,
+        host: &Host,
+        csr: &str,
+    ) -> Result<HostCertificate, Status> {
+        let (issued, cert) = issuer
+            .host(csr, &id_of(host), &host.datacenter_id)
+            .map_err(|e| Status::invalid_argument(format!("csr: {e}")))?;
+        let cmd = Command::HostCertificate {
+            id: id_of(host),
+            serial: issued.serial,
+            not_after_ms: issued.not_after_ms,
+        };
+        self.node.submit(Proposal::Cmd(cmd)).await?;
+        Ok(cert)
+    }
+
+    /// A fresh certificate for a connected host, over its stream.
+    async fn renew(&self, host: &str, csr: &str) -> Result<HostCertificate, Status> {
+        let issuer = self
+            .node
+            .tls
+            .as_ref()
+            .and_then(|t| t.issuer.clone())
+            .ok_or_else(|| Status::failed_precondition("this server holds no cluster CA key"))?;
+        if csr.len() > 16 * 1024 || !andromede_pki::is_request(csr) {
+            return Err(Status::invalid_argument(
+                "csr: must be one PEM certificate signing request of at most 16 KiB",
+            ));
+        }
+        let h = self
+            .node
+            .read(|s| s.hosts.get(host).cloned())
+            .ok_or_else(|| Status::not_found(format!("host {host} not found")))?;
+        let c = self.certify(&issuer, &h, csr).await?;
+        tracing::info!(%host, not_after_ms = c.not_after_ms, "renewed the host certificate");
+        Ok(c)
+    }
+
+    /// Checks who the stream is from (the host certificate over TLS, the host credential over
+    /// plaintext) and records what the agent reports of its host.
+    async fn hello(&self, h: &AgentHello, cert: Option<&HostPeer>) -> Result<Host, Status> {
         let mut v = Violations::new();
         v.text("host_id", &h.host_id, 64);
         v.text("credential", &h.credential, 256);
         let inv = h.inventory.clone().unwrap_or_default();
         check_inventory(&mut v, &inv, false);
         crate::api::check(v)?;
+        let host_id = match (cert, &self.node.tls) {
+            (Some(c), _) => {
+                // The host is the certificate's; the message may only agree with it.
+                if !h.host_id.is_empty() && h.host_id != c.host_id {
+                    tracing::warn!(certificate = %c.host_id, claimed = %h.host_id, "refused a hello speaking for another host");
+                    return Err(Status::permission_denied(format!(
+                        "the hello names host {} but the certificate is host {}'s",
+                        h.host_id, c.host_id
+                    )));
+                }
+                c.host_id.clone()
+            }
+            (None, Some(_)) => {
+                return Err(Status::unauthenticated(
+                    "an agent stream needs the host certificate from enrollment (mutual TLS)",
+                ))
+            }
+            (None, None) => h.host_id.clone(),
+        };
         // The credential is checked on this server's state before anything costs a quorum
         // read; only a host this server has not heard of yet (a leader fresh from an election
         // may not have applied its enrollment) waits for one.
-        let known = |node: &Node| node.read(|s| s.hosts.get(&h.host_id).cloned());
+        let known = |node: &Node| node.read(|s| s.hosts.get(&host_id).cloned());
         let host = match known(&self.node) {
             Some(host) => host,
             None => {
                 self.node.read_barrier(false).await?;
                 known(&self.node).ok_or_else(|| {
                     Status::unauthenticated(format!(
-                        "host {} is not enrolled here (was it deleted?): enroll again with a new join token",
-                        h.host_id
+                        "host {host_id} is not enrolled here (was it deleted?): enroll again with a new join token"
                     ))
                 })?
             }
         };
-        if host.credential_sha256.is_empty()
-            || !crate::auth::constant_time_eq(
-                host.credential_sha256.as_bytes(),
-                sha256_hex(&h.credential).as_bytes(),
-            )
-        {
-            return Err(Status::unauthenticated("wrong host credential"));
+        match cert {
+            Some(c) => check_certificate(&host, c)?,
+            None => {
+                if host.credential_sha256.is_empty()
+                    || !crate::auth::constant_time_eq(
+                        host.credential_sha256.as_bytes(),
+                        sha256_hex(&h.credential).as_bytes(),
+                    )
+                {
+                    return Err(Status::unauthenticated("wrong host credential"));
+                }
+            }
         }
         // Still the host's state as of the last commit this server applied.
         self.node.read_barrier(false).await?;
@@ -171,7 +264,7 @@ impl AgentApi {
             || inv.agent_version != host.agent_version;
         if changed {
             let cmd = Command::HostSeen {
-                id: h.host_id.clone(),
+                id: host_id.clone(),
                 capacity,
                 driver: inv.driver,
                 agent_version: inv.agent_version,
@@ -313,6 +406,15 @@ impl AgentApi {
                             Some(agent_message::Msg::Reports(r)) => self.reports(&host, r),
                             Some(agent_message::Msg::ConsoleLog(c)) => self.agents.resolve_console(&host, c),
                             Some(agent_message::Msg::Orphans(o)) => self.orphans(&host, o).await,
+                            Some(agent_message::Msg::Renew(r)) => match self.renew(&host, &r.csr).await {
+                                Ok(c) => {
+                                    let m = ControlMessage { msg: Some(control_message::Msg::Certificate(c)) };
+                                    if tx.try_send(Ok(m)).is_err() {
+                                        break None;
+                                    }
+                                }
+                                Err(st) => tracing::warn!(%host, error = %st.message(), "could not renew the host certificate"),
+                            },
                             Some(agent_message::Msg::Heartbeat(_)) | None => {}
                             Some(agent_message::Msg::Hello(_)) => {
                                 break Some(Status::invalid_argument("hello sent twice on one stream"));
@@ -423,12 +525,37 @@ impl AgentService for AgentApi {
         let r = r.into_inner();
         let mut v = Violations::new();
         v.name("hostname", &r.hostname);
-        let (token_id, token_secret) = r.join_token.split_once('.').unwrap_or(("", ""));
-        if token_id.is_empty() || token_secret.is_empty() {
+        let mut parts = r.join_token.split('.');
+        let token_id = parts.next().unwrap_or("");
+        let token_secret = parts.next().unwrap_or("");
+        let pin = parts.next();
+        if token_id.is_empty() || token_secret.is_empty() || parts.next().is_some() {
             v.add(
                 "join_token",
-                "must be the `<id>.<secret>` string an admin created",
+                "must be the `<id>.<secret>[.<ca-sha256>]` string an admin created",
             );
+        }
+        let tls = self.node.tls.as_ref();
+        if let (Some(pin), Some(t)) = (pin, tls) {
+            if pin != t.pin {
+                v.add(
+                    "join_token",
+                    "pins another cluster CA than this server's: the token is for another cluster",
+                );
+            }
+        }
+        if tls.is_some() {
+            if r.csr.is_empty() {
+                v.add(
+                    "csr",
+                    "required over TLS: a PEM certificate signing request for the host's own key",
+                );
+            } else if r.csr.len() > 16 * 1024 || !andromede_pki::is_request(&r.csr) {
+                v.add(
+                    "csr",
+                    "must be one PEM certificate signing request of at most 16 KiB",
+                );
+            }
         }
         let inv = r.inventory.unwrap_or_default();
         check_inventory(&mut v, &inv, true);
@@ -437,6 +564,14 @@ impl AgentService for AgentApi {
             v.add("credential", "must be 32 to 256 characters (or empty)");
         }
         crate::api::check(v)?;
+        let issuer = match tls {
+            Some(t) => Some(t.issuer.clone().ok_or_else(|| {
+                Status::failed_precondition(
+                    "this server holds no cluster CA key, so it cannot issue host certificates: enroll through a server that does (--tls-ca-key)",
+                )
+            })?),
+            None => None,
+        };
         // A bogus join token is refused here, on this server's state, before anything is
         // proposed: an unauthenticated caller never costs a replicated entry. Apply checks
         // again (single use under races).
@@ -470,12 +605,20 @@ impl AgentService for AgentApi {
         let Reply::Host(h) = rep else {
             return Err(Status::internal("unexpected reply to an enrollment"));
         };
+        // The certificate names the host and the datacenter as committed: the token's
+        // datacenter, never anything the agent said.
+        let certificate = match &issuer {
+            Some(issuer) => Some(self.certify(issuer, &h, &r.csr).await?),
+            None => None,
+        };
         tracing::info!(host = %id_of(&h), name = %r.hostname, "host enrolled");
         Ok(Response::new(EnrollResponse {
             host_id: id_of(&h),
             host_name: r.hostname,
             datacenter_id: h.datacenter_id,
             credential,
+            certificate,
+            ca_certificate: tls.map(|t| t.ca.clone()).unwrap_or_default(),
         }))
     }
 
@@ -488,6 +631,7 @@ impl AgentService for AgentApi {
         if !self.node.is_leader() {
             return Err(not_leader(&self.node));
         }
+        let cert = r.extensions().get::<HostPeer>().cloned();
         let mut inbound = r.into_inner();
         let first = tokio::time::timeout(Duration::from_secs(10), inbound.message())
             .await
@@ -500,7 +644,7 @@ impl AgentService for AgentApi {
                 "the first message on a session must be a hello",
             ));
         };
-        let host = self.hello(&hello).await?;
+        let host = self.hello(&hello, cert.as_ref()).await?;
         let host_id = id_of(&host);
         let (tx, rx) = mpsc::channel(256);
         let (session, changes) = self.agents.connect(&host_id, tx.clone());

@@ -309,7 +309,8 @@ impl InfrastructureService for Api {
                     format!("datacenter {:?} not found", r.datacenter),
                 )
             })?;
-        let (token, secret) = crate::agents::session::new_join_token(&dc.meta().id, ttl);
+        let (token, secret) =
+            crate::agents::session::new_join_token(&dc.meta().id, ttl, self.node.tls.as_ref());
         let rep = self
             .node
             .submit(Proposal::Cmd(Command::CreateJoinToken(token)))
