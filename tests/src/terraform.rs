@@ -31,6 +31,8 @@ pub struct Workspace {
     terraform: PathBuf,
     endpoint: String,
     token: String,
+    /// The provider blocks of `main.tf` (by default one, configured from the environment).
+    pub providers: String,
 }
 
 /// What one command printed, and whether (and how) it succeeded.
@@ -84,14 +86,17 @@ impl Workspace {
             terraform: terraform_bin(),
             endpoint: endpoint.to_owned(),
             token: token.to_owned(),
+            providers: "provider \"andromede\" {}\n".to_owned(),
         }
     }
 
-    /// Writes `main.tf`: the provider requirement plus `body`. The endpoint and token come from
-    /// ANDROMEDE_ENDPOINT / ANDROMEDE_TOKEN, as a user would set them.
+    /// Writes `main.tf`: the provider requirement, the provider blocks, then `body`. Unless the
+    /// blocks say otherwise, the endpoint and token come from ANDROMEDE_ENDPOINT /
+    /// ANDROMEDE_TOKEN, as a user would set them.
     pub fn write(&self, body: &str) {
         let text = format!(
-            "terraform {{\n  required_providers {{\n    andromede = {{\n      source  = \"{SOURCE}\"\n      version = \"{VERSION}\"\n    }}\n  }}\n}}\n\nprovider \"andromede\" {{}}\n\n{body}\n"
+            "terraform {{\n  required_providers {{\n    andromede = {{\n      source  = \"{SOURCE}\"\n      version = \"{VERSION}\"\n    }}\n  }}\n}}\n\n{}\n{body}\n",
+            self.providers
         );
         std::fs::write(self.dir.join("main.tf"), text).unwrap();
     }

@@ -1,6 +1,8 @@
 //! Acceptance test of terraform-provider-andromede: the real `terraform` binary drives a real
-//! server through create, no-op plan, in-place update, replacement, drift repair, import, a
-//! refused placement and destroy.
+//! server over TLS (the provider's `ca_cert`) through create, no-op plan, in-place update,
+//! replacement, drift repair, import, a refused placement and destroy. As in a real cloud the
+//! operator's provider (cloud-admin) manages the project, and the tenant's provider, with a
+//! member token of that project, everything in it.
 
 #![allow(clippy::unwrap_used)]
 
@@ -33,6 +35,7 @@ resource "andromede_project" "ministry" {{
 }}
 
 resource "andromede_server_group" "ha" {{
+  provider = andromede.tenant
   name    = "ha"
   project = andromede_project.ministry.name
   policy  = "anti-affinity"
@@ -40,6 +43,7 @@ resource "andromede_server_group" "ha" {{
 }}
 
 resource "andromede_instance" "web1" {{
+  provider = andromede.tenant
   name         = "web-1"
   project      = andromede_project.ministry.name
   flavor       = "small"
@@ -53,6 +57,7 @@ resource "andromede_instance" "web1" {{
 }}
 
 resource "andromede_instance" "web2" {{
+  provider = andromede.tenant
   name         = "web-2"
   project      = andromede_project.ministry.name
   flavor       = "small"
@@ -62,6 +67,7 @@ resource "andromede_instance" "web2" {{
 }}
 
 resource "andromede_volume" "data" {{
+  provider = andromede.tenant
   name          = "data"
   project       = andromede_project.ministry.name
   size_gib      = 10
@@ -69,6 +75,7 @@ resource "andromede_volume" "data" {{
 }}
 
 resource "andromede_volume_attachment" "data" {{
+  provider = andromede.tenant
   volume   = andromede_volume.data.id
   instance = andromede_instance.web1.id
 }}
@@ -87,6 +94,7 @@ output "eu_dcs" {{ value = join(",", sort(data.andromede_datacenters.eu.names)) 
         c.push_str(
             r#"
 resource "andromede_instance" "imported" {
+  provider = andromede.tenant
   name    = "imported"
   project = andromede_project.ministry.name
   flavor  = "small"
@@ -94,6 +102,7 @@ resource "andromede_instance" "imported" {
 }
 
 resource "andromede_volume" "imported" {
+  provider = andromede.tenant
   name     = "imported-vol"
   project  = andromede_project.ministry.name
   size_gib = 5
@@ -105,6 +114,7 @@ resource "andromede_volume" "imported" {
         c.push_str(
             r#"
 resource "andromede_instance" "escape" {
+  provider = andromede.tenant
   name      = "escape"
   project   = andromede_project.ministry.name
   flavor    = "small"
@@ -142,6 +152,8 @@ async fn all_instances(c: &mut Clients) -> Vec<Instance> {
 fn cloudctl(server: &Server, args: &[&str]) {
     let out = Command::new(bin("cloudctl"))
         .args(["--endpoint", &server.endpoint(), "--token", TOKEN])
+        .arg("--ca-cert")
+        .arg(server.ca_file())
         .args(args)
         .output()
         .unwrap();
@@ -171,6 +183,7 @@ async fn stray_instance(c: &mut Clients, name: &str) {
 async fn terraform_drives_the_whole_lifecycle() {
     let root = tempfile::tempdir().unwrap();
     let mut server = Server::new(1, root.path(), &[]);
+    server.tls = true;
     server.start(true);
     let mut c = server.clients().await;
     c.wait_leader().await;
@@ -187,11 +200,30 @@ async fn terraform_drives_the_whole_lifecycle() {
     }
     c.flavor_and_image().await;
 
-    let ws = Workspace::new(
+    // The operator made the project; its tenant holds a member token of it.
+    c.project("ministry", SovereigntyPolicy::default(), None)
+        .await;
+    let member = c
+        .identity
+        .create_token(CreateTokenRequest {
+            name: "ministry-terraform".into(),
+            project: "ministry".into(),
+            role: Role::Member as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .secret;
+    let mut ws = Workspace::new(
         root.path(),
         &bin("terraform-provider-andromede"),
         &server.endpoint(),
         TOKEN,
+    );
+    let ca = server.ca_file().display().to_string();
+    ws.providers = format!(
+        "provider \"andromede\" {{\n  ca_cert = \"{ca}\"\n}}\n\nprovider \"andromede\" {{\n  alias   = \"tenant\"\n  ca_cert = \"{ca}\"\n  token   = \"{member}\"\n}}\n"
     );
     let mut shape = Shape {
         description: "v1",
@@ -204,6 +236,12 @@ async fn terraform_drives_the_whole_lifecycle() {
     // Create everything; a second plan has nothing to do.
     ws.write(&config(&shape));
     ws.ok(&["init", "-no-color"]);
+    ws.ok(&[
+        "import",
+        "-no-color",
+        "andromede_project.ministry",
+        "ministry",
+    ]);
     ws.apply();
     assert_eq!(ws.output("eu_dcs"), "frankfurt,paris");
     let plan = ws.plan();

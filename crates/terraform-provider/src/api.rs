@@ -14,16 +14,15 @@ pub type Api = Client;
 
 /// Connects lazily, so that `terraform validate` and plans of data-free configurations work
 /// before the cloud is reachable; the first call reports a connection failure.
-pub fn connect(endpoint: &str, token: Option<&str>) -> Result<Api, ConnectError> {
-    // The cluster CA of an https endpoint, from ANDROMEDE_CA_CERT (a provider setting for it
-    // is still to come); an unreadable file leaves it unset, and an https endpoint is then
-    // refused naming the variable.
-    let ca = std::env::var_os("ANDROMEDE_CA_CERT")
-        .filter(|p| !p.is_empty())
-        .and_then(|p| std::fs::read_to_string(p).ok());
+/// `ca_cert` is the PEM text of the cluster CA an https endpoint is verified against.
+pub fn connect(
+    endpoint: &str,
+    token: Option<&str>,
+    ca_cert: Option<&str>,
+) -> Result<Api, ConnectError> {
     Client::builder(endpoint)
         .token(token)
-        .ca_cert(ca.as_deref())
+        .ca_cert(ca_cert)
         .connect_lazy()
 }
 

@@ -1,5 +1,6 @@
-//! The provider itself: its `endpoint` / `token` configuration (or ANDROMEDE_ENDPOINT /
-//! ANDROMEDE_TOKEN) and the table of resources and data sources.
+//! The provider itself: its `endpoint` / `token` / `ca_cert` configuration (or
+//! ANDROMEDE_ENDPOINT / ANDROMEDE_TOKEN / ANDROMEDE_CA_CERT) and the table of resources and
+//! data sources.
 
 use std::collections::HashMap;
 
@@ -18,6 +19,7 @@ use crate::resources::{attachment, flavor, instance, project, server_group, volu
 pub struct ProviderConfig {
     pub endpoint: Value<String>,
     pub token: Value<String>,
+    pub ca_cert: Value<String>,
 }
 
 #[derive(Default)]
@@ -54,6 +56,13 @@ impl Provider for AndromedeProvider {
         );
         token.sensitive = true;
         b.attributes.insert("token".into(), token);
+        b.attributes.insert(
+            "ca_cert".into(),
+            optional(
+                AttributeType::String,
+                "Path of the cluster CA certificate (PEM) an https endpoint is verified against, e.g. the first server's tls/ca.pem (default: ANDROMEDE_CA_CERT).",
+            ),
+        );
         schema(b)
     }
 
@@ -66,7 +75,19 @@ impl Provider for AndromedeProvider {
         let endpoint = setting(&config.endpoint, "ANDROMEDE_ENDPOINT")
             .unwrap_or_else(|| DEFAULT_ENDPOINT.to_owned());
         let token = setting(&config.token, "ANDROMEDE_TOKEN");
-        match connect(&endpoint, token.as_deref()) {
+        let ca = match setting(&config.ca_cert, "ANDROMEDE_CA_CERT") {
+            None => None,
+            Some(path) => match std::fs::read_to_string(&path) {
+                Ok(pem) => Some(pem),
+                Err(e) => {
+                    diags.root_error_short(format!(
+                        "ca_cert: cannot read the cluster CA {path}: {e}"
+                    ));
+                    return None;
+                }
+            },
+        };
+        match connect(&endpoint, token.as_deref(), ca.as_deref()) {
             Ok(api) => {
                 self.shared.set(api);
                 Some(())
