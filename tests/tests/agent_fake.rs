@@ -387,3 +387,42 @@ async fn a_deleted_hosts_agent_is_cut_off_and_cannot_reconnect() {
     .await;
     assert!(c.host_named("hv-gone").await.is_none());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn enrollment_attempts_are_limited_per_address() {
+    let root = tempfile::tempdir().unwrap();
+    let mut s = Server::new(1, root.path(), &["--enrollments-per-sec", "1"]);
+    s.start(true);
+    let mut c = s.clients().await;
+    c.wait_leader().await;
+    let mut ag = AgentServiceClient::new(s.channel().await);
+    let mut codes = Vec::new();
+    for _ in 0..12 {
+        let e = ag
+            .enroll(EnrollRequest {
+                join_token: "00000000-0000-0000-0000-000000000000.bogus".into(),
+                hostname: "hv-bogus".into(),
+                inventory: Some(HostInventory {
+                    capacity: Some(Resources {
+                        vcpus: 1,
+                        memory_mib: 1,
+                        disk_gib: 1,
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        codes.push(e.code());
+    }
+    // A burst of four is looked at (and refused for the bogus token); the rest are turned away
+    // before the token is.
+    assert_eq!(codes[0], tonic::Code::PermissionDenied, "{codes:?}");
+    let limited = codes
+        .iter()
+        .filter(|c| **c == tonic::Code::ResourceExhausted)
+        .count();
+    assert!(limited >= 6, "{codes:?}");
+    assert!(c.host_named("hv-bogus").await.is_none());
+}

@@ -12,10 +12,12 @@ use tonic::Status;
 pub type Conn = Client;
 
 /// Connects eagerly so that a server that is not up yet shows as an error here rather than as
-/// a slow first call during the measured phase.
-pub async fn connect(addr: &str, token: &str) -> anyhow::Result<Conn> {
-    Client::builder(format!("http://{addr}"))
+/// a slow first call during the measured phase. With `ca` (the cluster CA, PEM) over TLS.
+pub async fn connect(addr: &str, token: &str, ca: Option<&str>) -> anyhow::Result<Conn> {
+    let scheme = if ca.is_some() { "https" } else { "http" };
+    Client::builder(format!("{scheme}://{addr}"))
         .token(Some(token))
+        .ca_cert(ca)
         .connect_timeout(Duration::from_secs(2))
         .tcp_nodelay(true)
         .connect()

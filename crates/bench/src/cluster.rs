@@ -48,6 +48,10 @@ struct WorkDir {
 pub struct Cluster {
     pub servers: Vec<Server>,
     token: String,
+    /// Serve TLS (the servers' default) rather than plaintext.
+    tls: bool,
+    /// The cluster CA node 1 made, once it has, over TLS.
+    ca: Option<String>,
     cluster_token: String,
     data_key: String,
     work: WorkDir,
@@ -56,7 +60,7 @@ pub struct Cluster {
 
 impl Cluster {
     /// Prepares the work directory; no process is started yet.
-    pub fn new(work_dir: Option<PathBuf>, keep: bool) -> anyhow::Result<Self> {
+    pub fn new(work_dir: Option<PathBuf>, keep: bool, tls: bool) -> anyhow::Result<Self> {
         let work = match work_dir {
             Some(path) => {
                 std::fs::create_dir_all(&path)
@@ -77,6 +81,8 @@ impl Cluster {
         Ok(Cluster {
             servers: Vec::new(),
             token,
+            tls,
+            ca: None,
             cluster_token: andromede_auth::token::random_secret(),
             data_key: andromede_auth::token::random_secret(),
             work,
@@ -113,17 +119,45 @@ impl Cluster {
                 .with_context(|| format!("creating {}", log.display()))?;
             let err = out.try_clone()?;
             let mut cmd = Command::new(server_bin);
-            cmd.arg("run")
-                // The bench's clients and fleet speak plaintext for now.
-                .arg("--insecure-plaintext")
-                .arg("--node-id")
+            cmd.arg("run");
+            if self.tls {
+                if node_id > 1 {
+                    // A joining server's certificate (and the CA key, so any server enrolls
+                    // the fleet's agents), from node 1's CA.
+                    let ca_dir = self.work.path.join("node-1/tls");
+                    self.wait_for_file(&ca_dir.join("ca.pem")).await?;
+                    let st = Command::new(server_bin)
+                        .arg("issue-cert")
+                        .arg("--ca-dir")
+                        .arg(&ca_dir)
+                        .arg("--node-id")
+                        .arg(node_id.to_string())
+                        .arg("--name")
+                        .arg(&addr)
+                        .arg("--out")
+                        .arg(data_dir.join("tls"))
+                        .arg("--with-ca-key")
+                        .stdout(Stdio::null())
+                        .stderr(Stdio::null())
+                        .status()
+                        .await
+                        .context("running andromede-server issue-cert")?;
+                    anyhow::ensure!(st.success(), "issue-cert for node {node_id} failed ({st})");
+                }
+            } else {
+                cmd.arg("--insecure-plaintext")
+                    // Through the environment so the credential stays out of the process list.
+                    .env("ANDROMEDE_CLUSTER_TOKEN", &self.cluster_token);
+            }
+            cmd.arg("--node-id")
                 .arg(node_id.to_string())
                 .arg("--listen")
                 .arg(&addr)
                 .arg("--data-dir")
                 .arg(&data_dir)
-                // Through the environment so the credential stays out of the process list.
-                .env("ANDROMEDE_CLUSTER_TOKEN", &self.cluster_token)
+                // The fleet enrolls its agents from this one address.
+                .arg("--enrollments-per-sec")
+                .arg("1000000")
                 // The logs go to files: escape codes would only clutter them.
                 .env("NO_COLOR", "1")
                 .stdin(Stdio::null())
@@ -150,6 +184,11 @@ impl Cluster {
                 log,
                 child: Some(child),
             });
+        }
+        if self.tls {
+            let ca = self.work.path.join("node-1/tls/ca.pem");
+            self.wait_for_file(&ca).await?;
+            self.ca = Some(std::fs::read_to_string(&ca).context("reading the cluster CA")?);
         }
         for i in 0..self.servers.len() {
             self.wait_serving(i).await?;
@@ -222,17 +261,43 @@ impl Cluster {
     }
 
     pub async fn conn(&self, index: usize) -> anyhow::Result<Conn> {
+        self.conn_as(index, &self.token).await
+    }
+
+    /// A connection to server `index` presenting `token`.
+    pub async fn conn_as(&self, index: usize, token: &str) -> anyhow::Result<Conn> {
         let s = self
             .servers
             .get(index)
             .with_context(|| format!("no server #{index}"))?;
-        connect(&s.addr, &self.token).await
+        connect(&s.addr, token, self.ca.as_deref()).await
+    }
+
+    /// The cluster CA (PEM) over TLS.
+    pub fn ca(&self) -> Option<&str> {
+        self.ca.as_deref()
+    }
+
+    /// Waits for a file a server makes at its start (its CA), failing if node 1 exits.
+    async fn wait_for_file(&mut self, path: &Path) -> anyhow::Result<()> {
+        let deadline = Instant::now() + START_TIMEOUT;
+        while !path.is_file() {
+            if let Some(status) = self.servers.first_mut().and_then(|s| s.exited()) {
+                bail!("server 1 exited during start ({status})");
+            }
+            if Instant::now() > deadline {
+                bail!("{} did not appear within {START_TIMEOUT:?}", path.display());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(())
     }
 
     /// Polls one server until it answers Status, failing fast if its process exits.
     async fn wait_serving(&mut self, index: usize) -> anyhow::Result<()> {
         let deadline = Instant::now() + START_TIMEOUT;
         let addr = self.servers[index].addr.clone();
+        let mut refused: Option<String> = None;
         loop {
             if let Some(status) = self.servers[index].exited() {
                 bail!(
@@ -240,15 +305,24 @@ impl Cluster {
                     self.servers[index].node_id
                 );
             }
-            if let Ok(conn) = connect(&addr, &self.token).await {
+            if let Ok(conn) = connect(&addr, &self.token, self.ca.as_deref()).await {
                 match conn.cluster().status(ClusterStatusRequest {}).await {
                     Ok(_) => return Ok(()),
-                    // Anything but "not up yet" means the port belongs to someone else.
+                    // A server that has not joined yet holds no token at all: it answers,
+                    // which is all this waits for.
+                    Err(s) if s.code() == tonic::Code::Unauthenticated && index > 0 => {
+                        return Ok(());
+                    }
+                    // The first server knows the token once it leads and has committed it;
+                    // one still refusing it at the deadline is someone else's.
                     Err(s) if s.code() == tonic::Code::Unauthenticated => {
-                        bail!("{addr} rejects this run's token: another server holds the port")
+                        refused = Some(s.message().to_string());
                     }
                     Err(_) => {}
                 }
+            }
+            if let (Some(why), true) = (&refused, Instant::now() > deadline) {
+                bail!("{addr} rejects this run's token ({why}): another server holds the port");
             }
             if Instant::now() > deadline {
                 bail!("server at {addr} did not answer within {START_TIMEOUT:?}");

@@ -6,10 +6,12 @@ use andromede_agent::hypervisor::fake::{FakeDriver, Faults};
 use andromede_agent::hypervisor::Inventory;
 use andromede_agent::reconcile::{Reconciler, Timing};
 use andromede_agent::session::{self, Link, Pool};
+use andromede_agent::tls::HostTls;
 use andromede_api::v1::{ClusterStatusRequest, CreateJoinTokenRequest, InstanceState, ListRequest};
 use andromede_client::paging::all_pages;
 use andromede_client::wait::{self, Probe};
 use futures::{StreamExt, TryStreamExt};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -37,12 +39,15 @@ pub async fn start(
     datacenter: &str,
     hosts: u32,
     inventory: Inventory,
+    ca: Option<String>,
 ) -> anyhow::Result<Fleet> {
-    let pool = Pool::new((hosts as usize).div_ceil(AGENTS_PER_CONN));
+    // Over TLS every agent has its own key and certificate, so its own connection; the shared
+    // pool only carries enrollments (which present no certificate).
+    let pool = Pool::with_ca((hosts as usize).div_ceil(AGENTS_PER_CONN), ca.clone());
     let started = Instant::now();
     let ids = futures::stream::iter(1..=hosts)
         .map(|i| {
-            let (pool, servers) = (pool.clone(), servers.clone());
+            let (pool, servers, ca) = (pool.clone(), servers.clone(), ca.clone());
             async move {
                 let token = retry(&format!("join token {i}"), || {
                     let mut c = conn.infra();
@@ -57,17 +62,28 @@ pub async fn start(
                 .await?
                 .token;
                 let inv = session::inventory(inventory, "fake");
-                let (id, _) = session::enroll(
-                    &pool,
-                    &servers,
-                    &token,
-                    &format!("fake-{i:05}"),
-                    "",
-                    "",
-                    inv,
-                )
-                .await?;
-                anyhow::Ok(id)
+                let (key, csr) = match &ca {
+                    Some(_) => andromede_pki::new_request()?,
+                    None => (String::new(), String::new()),
+                };
+                let name = format!("fake-{i:05}");
+                let (id, cert) =
+                    session::enroll(&pool, &servers, &token, &name, "", &csr, inv).await?;
+                let host_pool = match (&ca, cert) {
+                    (Some(ca), Some(cert)) => {
+                        // Kept in memory only: a bench run never lives long enough to renew.
+                        let files = andromede_agent::tls::Files::in_dir(Path::new("/nonexistent"));
+                        Some(Pool::for_host(HostTls::new(
+                            files,
+                            ca.clone(),
+                            key,
+                            cert.pem,
+                        )))
+                    }
+                    (Some(_), None) => anyhow::bail!("the server issued {name} no certificate"),
+                    _ => None,
+                };
+                anyhow::Ok((id, host_pool))
             }
         })
         .buffer_unordered(ENROLL_CONCURRENCY)
@@ -78,7 +94,7 @@ pub async fn start(
         started.elapsed().as_secs_f64()
     );
     let mut tasks = Vec::with_capacity(ids.len());
-    for id in ids {
+    for (id, host_pool) in ids {
         let hv = Arc::new(FakeDriver::new(inventory, Faults::default()));
         let timing = Timing {
             resync: Duration::from_secs(60),
@@ -88,7 +104,7 @@ pub async fn start(
         let link = Link {
             servers: servers.clone(),
             heartbeat: Duration::from_secs(3),
-            pool: pool.clone(),
+            pool: host_pool.unwrap_or_else(|| pool.clone()),
             tls: None,
         };
         tasks.push(tokio::spawn(async move {

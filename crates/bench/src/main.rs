@@ -63,6 +63,14 @@ struct Args {
     /// each enrolled with a join token and holding its own stream).
     #[arg(long, default_value = "simulated", value_parser = ["simulated", "fake-agent"])]
     hosts_driver: String,
+    /// How clients, servers and agents talk: `tls` (the servers' default: TLS to the API,
+    /// mutual TLS between servers and from agents) or `plaintext` (--insecure-plaintext).
+    #[arg(long, default_value = "tls", value_parser = ["tls", "plaintext"])]
+    transport: String,
+    /// Whose token sends the creates: `project-member` (a member token of the bench project, as
+    /// a tenant would) or `cloud-admin` (the run's bootstrap token).
+    #[arg(long, default_value = "project-member", value_parser = ["project-member", "cloud-admin"])]
+    caller: String,
 }
 
 #[derive(Serialize)]
@@ -80,6 +88,8 @@ struct Report {
     latency_ms: Latency,
     register_hosts_s: f64,
     hosts_driver: String,
+    transport: String,
+    caller: String,
     /// Fake-agent runs: seconds from the first create until every created instance was RUNNING
     /// (reported by its agent), and the rate that makes.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -163,7 +173,8 @@ async fn run(args: &Args, cluster: &mut Cluster) -> anyhow::Result<Report> {
             memory_mib: setup::HOST_MEMORY_MIB,
             disk_gib: setup::HOST_DISK_GIB,
         };
-        let f = fleet::start(&setup_conn, servers, setup::DATACENTER, args.hosts, inv).await?;
+        let ca = cluster.ca().map(str::to_owned);
+        let f = fleet::start(&setup_conn, servers, setup::DATACENTER, args.hosts, inv, ca).await?;
         fleet::wait_connected(&setup_conn, args.hosts).await?;
         register_time = started.elapsed();
         eprintln!(
@@ -179,11 +190,18 @@ async fn run(args: &Args, cluster: &mut Cluster) -> anyhow::Result<Report> {
     let concurrency = usize::try_from(args.concurrency).unwrap_or(usize::MAX);
     let per_node = usize::try_from(args.nodes).unwrap_or(1).max(1);
     let conns_per_node = concurrency.div_ceil(per_node * STREAMS_PER_CONN).max(1);
+    let caller = match args.caller.as_str() {
+        "cloud-admin" => None,
+        _ => Some(setup::member_token(&setup_conn).await?),
+    };
     let mut targets = Vec::new();
     for i in 0..cluster.servers.len() {
         let mut conns = Vec::with_capacity(conns_per_node);
         for _ in 0..conns_per_node {
-            conns.push(cluster.conn(i).await?);
+            conns.push(match &caller {
+                Some(t) => cluster.conn_as(i, t).await?,
+                None => cluster.conn(i).await?,
+            });
         }
         targets.push(conns);
     }
@@ -276,6 +294,8 @@ async fn run(args: &Args, cluster: &mut Cluster) -> anyhow::Result<Report> {
         },
         register_hosts_s: round3(register_time.as_secs_f64()),
         hosts_driver: args.hosts_driver.clone(),
+        transport: args.transport.clone(),
+        caller: args.caller.clone(),
         all_running_s: all_running.map(round3),
         running_per_s: all_running.map(|t| round3(res.ok as f64 / t.max(1e-9))),
         leader_start: before.map(|(l, _)| l).unwrap_or(0),
@@ -313,7 +333,8 @@ async fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     }
-    let mut cluster = match Cluster::new(args.work_dir.clone(), args.keep) {
+    let mut cluster = match Cluster::new(args.work_dir.clone(), args.keep, args.transport == "tls")
+    {
         Ok(c) => c,
         Err(e) => {
             eprintln!("bench: {e:#}");

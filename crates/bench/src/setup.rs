@@ -145,3 +145,27 @@ async fn register_host(conn: &Conn, i: u32) -> anyhow::Result<()> {
     .await?;
     Ok(())
 }
+
+/// A member token of the bench project: the creates then go through a tenant's authorization
+/// and project scoping, as a real tenant's would.
+pub async fn member_token(conn: &Conn) -> anyhow::Result<String> {
+    let r = retry("creating the project's member token", || {
+        let mut c = conn.identity();
+        async move {
+            c.create_token(andromede_api::v1::CreateTokenRequest {
+                name: "bench-member".into(),
+                project: PROJECT.into(),
+                role: andromede_api::v1::Role::Member as i32,
+                ttl_secs: 0,
+                request_id: "bench-member-token".into(),
+            })
+            .await
+        }
+    })
+    .await?;
+    anyhow::ensure!(
+        !r.secret.is_empty(),
+        "the member token was made by an earlier attempt whose answer was lost; rerun"
+    );
+    Ok(r.secret)
+}

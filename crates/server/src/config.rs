@@ -97,6 +97,10 @@ pub struct Settings {
     /// (default 1024).
     #[arg(long)]
     pub max_watches: Option<usize>,
+    /// Host enrollments one peer address may attempt per second (default 5, in bursts of four
+    /// times that); more answer RESOURCE_EXHAUSTED before the join token is even looked at.
+    #[arg(long)]
+    pub enrollments_per_sec: Option<u32>,
 }
 
 impl Settings {
@@ -128,6 +132,7 @@ impl Settings {
             max_concurrent_streams: self.max_concurrent_streams.or(file.max_concurrent_streams),
             request_timeout_secs: self.request_timeout_secs.or(file.request_timeout_secs),
             max_watches: self.max_watches.or(file.max_watches),
+            enrollments_per_sec: self.enrollments_per_sec.or(file.enrollments_per_sec),
         }
     }
 

@@ -43,6 +43,7 @@ pub struct Resolved {
     pub max_concurrent_streams: u32,
     pub request_timeout: std::time::Duration,
     pub max_watches: usize,
+    pub enrollments_per_sec: u32,
 }
 
 pub fn resolve(s: Settings) -> anyhow::Result<Resolved> {
@@ -144,6 +145,14 @@ pub fn resolve(s: Settings) -> anyhow::Result<Resolved> {
                 "request_timeout_secs must be between 1 and 3600"
             );
             std::time::Duration::from_secs(t)
+        },
+        enrollments_per_sec: {
+            let n = s.enrollments_per_sec.unwrap_or(5);
+            anyhow::ensure!(
+                (1..=1_000_000).contains(&n),
+                "enrollments_per_sec must be between 1 and 1000000"
+            );
+            n
         },
         max_watches: {
             let n = s.max_watches.unwrap_or(crate::node::DEFAULT_MAX_WATCHES);
@@ -277,6 +286,10 @@ pub async fn serve(
         .add_service(AgentServiceServer::new(AgentApi {
             node: node.clone(),
             agents: node.agents.clone(),
+            enrollments: crate::agents::session::enrollment_limit(
+                r.enrollments_per_sec,
+                r.enrollments_per_sec.saturating_mul(4),
+            ),
         }))
         .add_service(InfrastructureServiceServer::new(api.clone()))
         .add_service(IdentityServiceServer::new(api.clone()))

@@ -29,6 +29,21 @@ pub const LEADER_HEADER: &str = "x-andromede-leader";
 pub struct AgentApi {
     pub node: Arc<Node>,
     pub agents: Arc<Agents>,
+    /// Enrollment attempts per peer address: an unauthenticated caller cannot make the
+    /// server hash join tokens and sign certificates as fast as it can send.
+    pub enrollments: Arc<Enrollments>,
+}
+
+/// Per-address limit on enrollment attempts.
+pub type Enrollments = governor::DefaultKeyedRateLimiter<std::net::IpAddr>;
+
+/// A limit of `per_sec` attempts per second per address, in bursts of up to `burst`.
+pub fn enrollment_limit(per_sec: u32, burst: u32) -> Arc<Enrollments> {
+    let rate = std::num::NonZeroU32::new(per_sec.max(1)).unwrap_or(std::num::NonZeroU32::MIN);
+    let burst = std::num::NonZeroU32::new(burst.max(1)).unwrap_or(std::num::NonZeroU32::MIN);
+    Arc::new(governor::RateLimiter::keyed(
+        governor::Quota::per_second(rate).allow_burst(burst),
+    ))
 }
 
 pub use andromede_auth::sha256_hex;
@@ -522,6 +537,17 @@ fn changes_for(s: &State, host: &str, batch: &[Routed]) -> Option<DesiredState> 
 #[tonic::async_trait]
 impl AgentService for AgentApi {
     async fn enroll(&self, r: Request<EnrollRequest>) -> Result<Response<EnrollResponse>, Status> {
+        if let Some(ip) = r.remote_addr().map(|a| a.ip()) {
+            if self.enrollments.len() > 100_000 {
+                self.enrollments.retain_recent();
+            }
+            if self.enrollments.check_key(&ip).is_err() {
+                tracing::warn!(%ip, "enrollment attempts over the per-address limit");
+                return Err(Status::resource_exhausted(
+                    "too many enrollment attempts from this address: retry in a few seconds",
+                ));
+            }
+        }
         let r = r.into_inner();
         let mut v = Violations::new();
         v.name("hostname", &r.hostname);
