@@ -243,11 +243,22 @@ pub fn cloudctl(endpoint: &str, args: &[&str]) -> (bool, String, String) {
 
 /// Runs `cloudctl` against `endpoint` with `token`; returns (success, stdout, stderr).
 pub fn cloudctl_as(endpoint: &str, token: &str, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(bin("cloudctl"))
-        .args(["--endpoint", endpoint, "--token", token])
-        .args(args)
-        .output()
-        .unwrap();
+    cloudctl_with(endpoint, token, None, args)
+}
+
+/// `cloudctl_as`, trusting the cluster CA `ca` for an https endpoint.
+pub fn cloudctl_with(
+    endpoint: &str,
+    token: &str,
+    ca: Option<&Path>,
+    args: &[&str],
+) -> (bool, String, String) {
+    let mut c = Command::new(bin("cloudctl"));
+    c.args(["--endpoint", endpoint, "--token", token]);
+    if let Some(ca) = ca {
+        c.arg("--ca-cert").arg(ca);
+    }
+    let out = c.args(args).output().unwrap();
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).into_owned(),

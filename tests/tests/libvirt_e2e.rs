@@ -1,12 +1,13 @@
-//! End to end on real libvirt and QEMU: a server, an enrolled agent on the libvirt driver, and
-//! the project's own test guest. Needs `scripts/setup-libvirt.sh` (libvirtd running),
+//! End to end on real libvirt and QEMU: a server over TLS (its default), an agent on the
+//! libvirt driver enrolled with a pinned join token and streaming over mutual TLS, and the
+//! project's own test guest, managed by the tenant with a member token of its project. Needs `scripts/setup-libvirt.sh` (libvirtd running),
 //! `scripts/build-guest-image.sh` (the guest) and the agent built with `--features libvirt`;
 //! `scripts/test-all.sh` does all three. Missing pieces fail the test, loudly.
 
 #![allow(clippy::unwrap_used)]
 
 use andromede_api::v1::*;
-use andromede_tests::agent::{cloudctl, files_with, instance_state, r, virsh, Agent};
+use andromede_tests::agent::{cloudctl_with, files_with, instance_state, r, virsh, Agent};
 use andromede_tests::{policy, Clients, Server};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -104,6 +105,7 @@ async fn real_guests_through_libvirt() {
         &uuid::Uuid::new_v4().simple().to_string()[..8]
     );
     let mut s = Server::new(1, root.path(), &["--host-ttl-secs", "5"]);
+    s.tls = true;
     s.start(true);
     let mut c = s.clients().await;
     c.wait_leader().await;
@@ -111,6 +113,25 @@ async fn real_guests_through_libvirt() {
     c.datacenter("frankfurt", "DE", "DE", "DE", &[]).await;
     c.project("ministry", policy(&["FR"], &[], &[], false), None)
         .await;
+    // The tenant acts with a member token of its project, never the operator's.
+    let member = c
+        .identity
+        .create_token(CreateTokenRequest {
+            name: "ministry-ops".into(),
+            project: "ministry".into(),
+            role: Role::Member as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .secret;
+    let mut tc = Clients::with_token(s.channel().await, &member);
+    let ca = s.ca_file();
+    let admin =
+        |args: &[&str]| cloudctl_with(&s.endpoint(), andromede_tests::TOKEN, Some(&ca), args);
+    let cloudctl =
+        |_ep: &str, args: &[&str]| cloudctl_with(&s.endpoint(), &member, Some(&ca), args);
     c.infra
         .create_flavor(CreateFlavorRequest {
             name: "g2".into(),
@@ -138,18 +159,15 @@ async fn real_guests_through_libvirt() {
 
     // Enrollment with a token made by cloudctl.
     let ep = s.endpoint();
-    let (ok, out, err) = cloudctl(
-        &ep,
-        &[
-            "-o",
-            "json",
-            "host",
-            "join-token",
-            "create",
-            "--datacenter",
-            "paris",
-        ],
-    );
+    let (ok, out, err) = admin(&[
+        "-o",
+        "json",
+        "host",
+        "join-token",
+        "create",
+        "--datacenter",
+        "paris",
+    ]);
     assert!(ok, "{err}");
     let token = serde_json::from_str::<serde_json::Value>(&out).unwrap()["token"]
         .as_str()
@@ -236,7 +254,7 @@ async fn real_guests_through_libvirt() {
     let total = created.elapsed();
     let inst: serde_json::Value = serde_json::from_str(&out).unwrap();
     let id = inst["meta"]["id"].as_str().unwrap().to_string();
-    let running = c.get_instance(&id).await.unwrap();
+    let running = tc.get_instance(&id).await.unwrap();
     assert_eq!(instance_state(&running), InstanceState::Running);
     let hv_ms: u64 = running
         .state_reason
@@ -249,7 +267,7 @@ async fn real_guests_through_libvirt() {
         total.as_millis().saturating_sub(u128::from(hv_ms))
     );
     // The guest prints its disks after the user-data: wait for that line too.
-    let log = wait_console(&mut c, &id, "the guest marker, user-data and disks", |l| {
+    let log = wait_console(&mut tc, &id, "the guest marker, user-data and disks", |l| {
         l.contains("ANDROMEDE-GUEST-UP")
             && l.contains("sovereign-hello-42")
             && !last_disks(l).is_empty()
@@ -301,7 +319,7 @@ async fn real_guests_through_libvirt() {
     );
     assert!(ok, "{err}\n{}", agent.log());
     let n = disks_before.len();
-    wait_console(&mut c, &id, "one more disk", |l| {
+    wait_console(&mut tc, &id, "one more disk", |l| {
         last_disks(l).len() == n + 1
     })
     .await;
@@ -310,7 +328,7 @@ async fn real_guests_through_libvirt() {
         &["volume", "detach", "data-1", "-p", "ministry", "--wait"],
     );
     assert!(ok, "{err}");
-    wait_console(&mut c, &id, "the disk gone again", |l| {
+    wait_console(&mut tc, &id, "the disk gone again", |l| {
         last_disks(l).len() == n
     })
     .await;
@@ -363,21 +381,21 @@ async fn real_guests_through_libvirt() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     agent.kill9();
-    let at_kill = instance_state(&c.get_instance(&id2).await.unwrap());
+    let at_kill = instance_state(&tc.get_instance(&id2).await.unwrap());
     println!("agent killed with {dom2} defined and the instance {at_kill:?}");
     agent.start(None, &[]);
-    c.wait_instance(&id2, InstanceState::Running, T).await;
+    tc.wait_instance(&id2, InstanceState::Running, T).await;
     assert_eq!(domains().iter().filter(|d| **d == dom2).count(), 1);
 
     // The agent stopped: host down after the TTL, instances HOST_LOST; back: RUNNING, no twin.
     agent.kill9();
     c.wait_host(&host_id, HostState::Down, T).await;
-    c.wait_instance(&id, InstanceState::HostLost, T).await;
-    c.wait_instance(&id2, InstanceState::HostLost, T).await;
+    tc.wait_instance(&id, InstanceState::HostLost, T).await;
+    tc.wait_instance(&id2, InstanceState::HostLost, T).await;
     agent.start(None, &[]);
     c.wait_host(&host_id, HostState::Up, T).await;
-    c.wait_instance(&id, InstanceState::Running, T).await;
-    c.wait_instance(&id2, InstanceState::Running, T).await;
+    tc.wait_instance(&id, InstanceState::Running, T).await;
+    tc.wait_instance(&id2, InstanceState::Running, T).await;
     let mut ours: Vec<String> = domains()
         .into_iter()
         .filter(|d| *d == dom || *d == dom2)
@@ -386,7 +404,7 @@ async fn real_guests_through_libvirt() {
     let mut want = vec![dom.clone(), dom2.clone()];
     want.sort();
     assert_eq!(ours, want);
-    assert_eq!(c.instances("ministry", false).await.len(), 2);
+    assert_eq!(tc.instances("ministry", false).await.len(), 2);
 
     // Delete everything: no domain, no file left behind.
     let vol = c
