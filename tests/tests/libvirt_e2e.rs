@@ -455,6 +455,13 @@ async fn real_guests_through_libvirt() {
             files_with(&console_dir, needle)
         );
     }
+    // The tenant's token secret and its user-data reach no file of the server's data directory
+    // (log included: the token is hashed, the user-data sealed) and no agent log.
+    for needle in [member.as_str(), "sovereign-hello-42"] {
+        let hits = andromede_tests::files_containing(&s.dir, needle.as_bytes());
+        assert!(hits.is_empty(), "{needle:?} found in {hits:?}");
+        assert!(!agent.log().contains(needle), "{needle:?} in the agent log");
+    }
     agent.kill9();
     // Leave libvirt as we found it: the test's own storage pool goes too.
     let _ = std::process::Command::new("virsh")

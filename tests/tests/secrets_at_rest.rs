@@ -5,29 +5,8 @@
 #![allow(clippy::unwrap_used)]
 
 use andromede_api::v1::*;
-use andromede_tests::{policy, Clients, Server};
-use std::path::Path;
+use andromede_tests::{files_containing, policy, Clients, Server};
 use std::time::Duration;
-
-/// Every file under `dir` whose bytes contain `needle`.
-fn files_containing(dir: &Path, needle: &[u8]) -> Vec<String> {
-    let mut hits = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                let bytes = std::fs::read(&p).unwrap();
-                if bytes.windows(needle.len()).any(|w| w == needle) {
-                    hits.push(p.display().to_string());
-                }
-            }
-        }
-    }
-    hits
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn token_secrets_and_user_data_never_reach_disk_or_logs() {
