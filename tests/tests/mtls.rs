@@ -226,6 +226,74 @@ async fn servers_and_hosts_are_bound_by_certificates() {
     let hb2 = c.get_host(&b_id).await.unwrap();
     assert_eq!(hb2.capacity, hb.capacity, "B's capacity is unchanged");
     assert_eq!(hb2.cert_serial, hb.cert_serial);
+    // Host A's own stream, reporting on host B's instance: the report is dropped (and logged),
+    // the instance is unchanged.
+    c.flavor_and_image().await;
+    c.project(
+        "gov",
+        andromede_tests::policy(&["FR"], &[], &[], false),
+        None,
+    )
+    .await;
+    let on_b = c
+        .instance(
+            "on-b",
+            "gov",
+            PlacementConstraints {
+                datacenter_ids: vec![hb.datacenter_id.clone()],
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let on_b_id = on_b.meta.unwrap().id;
+    c.wait_instance(&on_b_id, InstanceState::Running, T).await;
+    let own_hello = AgentMessage {
+        msg: Some(agent_message::Msg::Hello(AgentHello {
+            host_id: a_id.clone(),
+            ..Default::default()
+        })),
+    };
+    let forged = AgentMessage {
+        msg: Some(agent_message::Msg::Reports(Reports {
+            instances: vec![InstanceReport {
+                id: on_b_id.clone(),
+                state: InstanceState::Error as i32,
+                reason: "forged".into(),
+            }],
+            volumes: vec![],
+        })),
+    };
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tx.send(own_hello).await.unwrap();
+    let mut answers = AgentServiceClient::new(as_a.clone())
+        .session(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    // The first full state names what A must run: B's instance is not in it.
+    let first = answers.message().await.unwrap().unwrap();
+    let Some(control_message::Msg::Desired(d)) = first.msg else {
+        panic!("no desired state first: {first:?}")
+    };
+    assert!(d.instances.iter().all(|i| i.host_id == a_id), "{d:?}");
+    tx.send(forged).await.unwrap();
+    eventually("the forged report logged and refused", T, || {
+        let log = std::fs::read_to_string(s.dir.join("server.log")).unwrap_or_default();
+        async move {
+            if log.contains("refused a report about another host's resources") {
+                Ok(())
+            } else {
+                Err("not yet".to_string())
+            }
+        }
+    })
+    .await;
+    let after = c.get_instance(&on_b_id).await.unwrap();
+    assert_eq!(after.state, InstanceState::Running as i32, "{after:?}");
+    drop(tx);
+    drop(answers);
+
     // A host certificate makes no server-to-server call.
     let e = vote(as_a, 1).await.unwrap_err();
     assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e:?}");
@@ -307,7 +375,12 @@ async fn servers_and_hosts_are_bound_by_certificates() {
     })
     .await;
 
-    // Deleting host B revokes it: its agent is cut off and stays out.
+    // Deleting host B (emptied first) revokes it: its agent is cut off and stays out.
+    c.compute
+        .delete_instance(InstanceActionRequest { r#ref: r(&on_b_id) })
+        .await
+        .unwrap();
+    c.wait_gone("instance", &on_b_id, T).await;
     c.infra
         .delete_host(DeleteRequest { r#ref: r(&b_id) })
         .await

@@ -33,8 +33,9 @@ Examples:
   cloudctl token create ci --project acme --role member --ttl 30d
   ANDROMEDE_TOKEN=andro_… cloudctl whoami
 
-Connection settings come from flags, then ANDROMEDE_* variables, then the profile file
-(ANDROMEDE_CONFIG or ~/.config/andromede/config.toml), then the defaults.";
+Connection settings come from flags, then ANDROMEDE_* variables, then the current context of
+the profile file (ANDROMEDE_CONFIG or ~/.config/andromede/config.toml; see `cloudctl config
+--help`), then the defaults.";
 
 /// Command-line client for the Andromède sovereign IaaS control plane.
 ///
@@ -69,8 +70,8 @@ pub struct GlobalArgs {
     #[arg(long, global = true, value_name = "FILE")]
     pub ca_cert: Option<std::path::PathBuf>,
 
-    /// Profile of the configuration file to use; `default` is used when present and none is given
-    /// [env: ANDROMEDE_PROFILE]
+    /// Profile (context) of the configuration file to use; without it, the file's `current`
+    /// context, else its `default` profile when present [env: ANDROMEDE_PROFILE]
     #[arg(long, global = true, value_name = "NAME")]
     pub profile: Option<String>,
 
@@ -132,12 +133,95 @@ pub enum Command {
     /// Show the token in use: its id, name, scope, role and expiry
     #[command(after_long_help = ROLES)]
     Whoami,
+    /// Contexts: named connection settings (endpoint, CA, token file) kept in the profile file
+    #[command(subcommand, after_long_help = CONTEXTS)]
+    Config(ConfigCmd),
     /// Print a shell completion script (e.g. `cloudctl completions bash > /etc/bash_completion.d/cloudctl`)
     Completions {
         /// Shell to generate the script for
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
+}
+
+/// The profile file and the precedence of settings, shown under `config --help`.
+const CONTEXTS: &str = "\
+A context is a `[profiles.NAME]` table of the profile file, ANDROMEDE_CONFIG or
+~/.config/andromede/config.toml; `current` names the one used by default:
+
+  current = \"prod\"
+
+  [profiles.prod]
+  endpoint = \"https://10.20.0.11:7400\"
+  ca_cert = \"prod/ca.pem\"              # relative paths: from the file's directory
+  token_file = \"prod/token\"            # read and trimmed at each use
+
+  [profiles.lab]
+  endpoint = \"http://127.0.0.1:7400\"
+  token = \"andro_…\"                    # inline token; wins over token_file
+
+The context used is the one named by --profile, else ANDROMEDE_PROFILE, else `current`, else
+`default` when the file has it. Each setting then comes from its flag, else its ANDROMEDE_*
+variable, else the context, else the default: a context never overrides what the command line
+or the environment says.
+
+`andromede-server dev` writes such a file for the cloud it runs, <data-dir>/cloudctl.toml.
+
+Examples:
+  cloudctl config set-context prod --endpoint https://10.20.0.11:7400 --ca-cert ca.pem --token-file ~/.prod-token
+  cloudctl config use-context prod
+  cloudctl config get-contexts
+  ANDROMEDE_CONFIG=$PWD/andromede-data/cloudctl.toml cloudctl whoami";
+
+#[derive(Subcommand, Debug)]
+pub enum ConfigCmd {
+    /// List the contexts of the profile file, marking the current one with `*`
+    ///
+    /// Shows each context's endpoint, CA and where its token comes from (`token` inline,
+    /// `token_file PATH`, or none), never the token itself. The current context is the one a
+    /// command would use now, so --profile and ANDROMEDE_PROFILE count. With -o json|yaml, a
+    /// list of objects.
+    GetContexts,
+    /// Print the name of the context a command would use now
+    ///
+    /// That is --profile, else ANDROMEDE_PROFILE, else the file's `current`, else `default`
+    /// when the file has it. Fails when there is none, or when the name matches no context.
+    CurrentContext,
+    /// Make a context the current one, by setting `current` in the profile file
+    ///
+    /// The context must exist (see `set-context`). The rest of the file is kept as written,
+    /// comments and order included. --profile and ANDROMEDE_PROFILE still win over `current`.
+    UseContext {
+        /// Name of the context (a `[profiles.NAME]` table)
+        name: String,
+    },
+    /// Create a context, or change some settings of an existing one
+    ///
+    /// Only the settings given change; the others, and the rest of the file (comments, order),
+    /// are kept. The profile file and its directory are created if needed, the file with mode
+    /// 0600. Relative paths are taken from the current directory and written absolute. A raw
+    /// token is never taken on the command line, where other local users could see it: write
+    /// it to a file (mode 0600) and pass --token-file.
+    #[command(after_help = "\
+Examples:
+  cloudctl config set-context prod --endpoint https://10.20.0.11:7400 --ca-cert ./ca.pem --token-file ~/.prod-token
+  cloudctl config set-context prod --endpoint https://10.20.0.12:7400    # only the endpoint changes")]
+    SetContext(SetContext),
+}
+
+#[derive(Args, Debug)]
+pub struct SetContext {
+    /// Name of the context (a `[profiles.NAME]` table)
+    pub name: String,
+    /// gRPC endpoint of any node of the cluster (http://HOST:PORT or https://HOST:PORT)
+    #[arg(long, value_name = "URL")]
+    pub endpoint: Option<String>,
+    /// The cluster CA (PEM) an https endpoint's certificate must come from
+    #[arg(long, value_name = "FILE")]
+    pub ca_cert: Option<std::path::PathBuf>,
+    /// File holding the token (e.g. a server's bootstrap-admin-token), read at each use
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -1535,6 +1619,61 @@ mod tests {
         ] {
             assert!(Cli::try_parse_from(args).is_ok(), "{args:?}");
         }
+    }
+
+    #[test]
+    fn parses_config_subcommands() {
+        assert!(matches!(
+            parse(&["cloudctl", "config", "get-contexts", "-o", "json"]),
+            Cli {
+                command: Command::Config(ConfigCmd::GetContexts),
+                global: GlobalArgs {
+                    output: OutputFormat::Json,
+                    ..
+                }
+            }
+        ));
+        assert!(matches!(
+            parse(&["cloudctl", "config", "current-context"]).command,
+            Command::Config(ConfigCmd::CurrentContext)
+        ));
+        assert!(matches!(
+            parse(&["cloudctl", "config", "use-context", "prod"]).command,
+            Command::Config(ConfigCmd::UseContext { ref name }) if name == "prod"
+        ));
+        assert!(Cli::try_parse_from(["cloudctl", "config", "use-context"]).is_err());
+        assert!(Cli::try_parse_from(["cloudctl", "config"]).is_err());
+
+        let cli = parse(&[
+            "cloudctl",
+            "config",
+            "set-context",
+            "prod",
+            "--endpoint",
+            "https://p:7400",
+            "--ca-cert",
+            "ca.pem",
+            "--token-file",
+            "/run/t",
+        ]);
+        let Command::Config(ConfigCmd::SetContext(c)) = cli.command else {
+            panic!("wrong command");
+        };
+        assert_eq!(c.name, "prod");
+        assert_eq!(c.endpoint.as_deref(), Some("https://p:7400"));
+        assert_eq!(c.ca_cert, Some(PathBuf::from("ca.pem")));
+        assert_eq!(c.token_file, Some(PathBuf::from("/run/t")));
+        let cli = parse(&["cloudctl", "config", "set-context", "lab"]);
+        assert!(matches!(
+            cli.command,
+            Command::Config(ConfigCmd::SetContext(SetContext {
+                endpoint: None,
+                ca_cert: None,
+                token_file: None,
+                ..
+            }))
+        ));
+        assert!(Cli::try_parse_from(["cloudctl", "config", "set-context"]).is_err());
     }
 
     #[test]

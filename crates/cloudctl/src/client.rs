@@ -28,7 +28,8 @@ pub use andromede_client::{is_transient, Svc, DEFAULT_ENDPOINT};
 
 const DEFAULT_PROFILE: &str = "default";
 
-/// The `ANDROMEDE_*` variables (and `HOME`), captured once so resolution stays a pure function.
+/// The `ANDROMEDE_*` variables (and `HOME`), captured once so resolution depends on nothing else
+/// of the process (only on the files it names).
 #[derive(Default, Clone)]
 pub struct EnvVars {
     pub endpoint: Option<String>,
@@ -63,10 +64,13 @@ impl EnvVars {
     }
 }
 
-/// The profile file: `[profiles.NAME]` tables.
+/// The profile file: `[profiles.NAME]` tables (a profile is what `cloudctl config` calls a
+/// context) and `current`, the one used when none is named.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ConfigFile {
+    /// The profile used when neither `--profile` nor `ANDROMEDE_PROFILE` names one.
+    pub current: Option<String>,
     #[serde(default)]
     pub profiles: BTreeMap<String, Profile>,
 }
@@ -76,6 +80,10 @@ pub struct ConfigFile {
 pub struct Profile {
     pub endpoint: Option<String>,
     pub token: Option<String>,
+    /// A file holding the token, read when the profile is used, so the secret stays where it
+    /// was issued (the dev cloud's `bootstrap-admin-token`, a secrets mount) instead of being
+    /// copied here. `token` wins when both are set.
+    pub token_file: Option<PathBuf>,
     /// The cluster CA (PEM file) an https endpoint's certificate must come from.
     pub ca_cert: Option<PathBuf>,
 }
@@ -85,28 +93,135 @@ impl fmt::Debug for Profile {
         f.debug_struct("Profile")
             .field("endpoint", &self.endpoint)
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("token_file", &self.token_file)
             .field("ca_cert", &self.ca_cert)
             .finish()
     }
 }
 
 impl ConfigFile {
+    /// Parses the text as is: relative paths stay relative (see [`ConfigFile::load`]).
     pub fn parse(text: &str) -> Result<Self> {
         Ok(toml::from_str(text)?)
     }
 
-    /// Reads the file; a missing file is an empty configuration.
+    /// Reads the file; a missing file is an empty configuration. Relative paths in it are
+    /// taken from the file's directory, so the file means the same from any working directory.
     pub fn load(path: &Path) -> Result<Option<Self>> {
         match std::fs::read_to_string(path) {
-            Ok(text) => Self::parse(&text)
-                .with_context(|| format!("invalid profile file {}", path.display()))
-                .map(Some),
+            Ok(text) => {
+                let mut config = Self::parse(&text)
+                    .with_context(|| format!("invalid profile file {}", path.display()))?;
+                config.anchor_paths(path.parent().unwrap_or(Path::new("")));
+                Ok(Some(config))
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => {
                 Err(e).with_context(|| format!("cannot read profile file {}", path.display()))
             }
         }
     }
+
+    /// Makes the profiles' relative `ca_cert` and `token_file` relative to `dir` instead.
+    pub fn anchor_paths(&mut self, dir: &Path) {
+        for p in self.profiles.values_mut() {
+            for path in [&mut p.ca_cert, &mut p.token_file].into_iter().flatten() {
+                if path.is_relative() {
+                    *path = dir.join(&*path);
+                }
+            }
+        }
+    }
+
+    /// The profile names, for error messages.
+    pub fn known(&self) -> String {
+        if self.profiles.is_empty() {
+            "none".to_owned()
+        } else {
+            self.profiles
+                .keys()
+                .map(String::as_str)
+                .collect::<Vec<_>>()
+                .join(", ")
+        }
+    }
+}
+
+/// How the profile file is named in messages.
+pub fn shown_path(config_path: Option<&Path>) -> String {
+    config_path
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| "(no HOME, set ANDROMEDE_CONFIG)".to_owned())
+}
+
+/// Which profile applies: the one named by `--profile` or `ANDROMEDE_PROFILE`, else the file's
+/// `current`, else `default` when the file has one, else none. A name that matches no profile
+/// is an error, wherever it comes from.
+pub fn select_profile<'c>(
+    flag_profile: Option<&str>,
+    env: &EnvVars,
+    config: Option<&'c ConfigFile>,
+    config_path: Option<&Path>,
+) -> Result<Option<(String, &'c Profile)>> {
+    let explicit_profile = flag_profile
+        .filter(|p| !p.is_empty())
+        .map(str::to_owned)
+        .or_else(|| env.profile.clone());
+    let shown_path = shown_path(config_path);
+
+    if let Some(name) = explicit_profile {
+        let Some(config) = config else {
+            bail!("profile `{name}` requested but the profile file {shown_path} does not exist");
+        };
+        let Some(profile) = config.profiles.get(&name) else {
+            bail!(
+                "no profile `{name}` in {shown_path} (known: {})",
+                config.known()
+            );
+        };
+        return Ok(Some((name, profile)));
+    }
+    let Some(config) = config else {
+        return Ok(None);
+    };
+    if let Some(name) = config.current.as_deref().filter(|c| !c.is_empty()) {
+        let Some(profile) = config.profiles.get(name) else {
+            bail!(
+                "`current` in {shown_path} names profile `{name}`, which does not exist (known: {}); \
+                 pick one with `cloudctl config use-context NAME`",
+                config.known()
+            );
+        };
+        return Ok(Some((name.to_owned(), profile)));
+    }
+    Ok(config
+        .profiles
+        .get(DEFAULT_PROFILE)
+        .map(|p| (DEFAULT_PROFILE.to_owned(), p)))
+}
+
+/// The token a profile gives: `token`, else the trimmed content of `token_file`, else none.
+pub fn profile_token(name: &str, profile: &Profile) -> Result<Option<String>> {
+    if let Some(t) = profile.token.as_deref().filter(|t| !t.is_empty()) {
+        return Ok(Some(t.to_owned()));
+    }
+    let Some(path) = &profile.token_file else {
+        return Ok(None);
+    };
+    let text = std::fs::read_to_string(path).with_context(|| {
+        format!(
+            "cannot read the token file {} (token_file of profile `{name}`)",
+            path.display()
+        )
+    })?;
+    let token = text.trim();
+    if token.is_empty() {
+        bail!(
+            "the token file {} (token_file of profile `{name}`) is empty",
+            path.display()
+        );
+    }
+    Ok(Some(token.to_owned()))
 }
 
 /// Where cloudctl connects and with which credentials.
@@ -133,7 +248,8 @@ impl fmt::Debug for Settings {
 /// Combines the sources: flags, then environment, then the profile, then the defaults.
 ///
 /// `config` is `None` when there is no profile file; naming a profile then is an error, while
-/// the implicit `default` profile is simply skipped.
+/// the implicit `current` or `default` profile is simply skipped. A profile's `token_file` is
+/// only read when neither flag nor variable gives a token.
 pub fn resolve(
     flag_endpoint: Option<&str>,
     flag_token: Option<&str>,
@@ -142,48 +258,21 @@ pub fn resolve(
     config: Option<&ConfigFile>,
     config_path: Option<&Path>,
 ) -> Result<Settings> {
-    let explicit_profile = flag_profile
-        .filter(|p| !p.is_empty())
-        .map(str::to_owned)
-        .or_else(|| env.profile.clone());
-    let shown_path = config_path
-        .map(|p| p.display().to_string())
-        .unwrap_or_else(|| "(no HOME, set ANDROMEDE_CONFIG)".to_owned());
-
-    let (profile_name, profile) = match explicit_profile {
-        Some(name) => {
-            let Some(config) = config else {
-                bail!(
-                    "profile `{name}` requested but the profile file {shown_path} does not exist"
-                );
-            };
-            let Some(profile) = config.profiles.get(&name) else {
-                let known: Vec<&str> = config.profiles.keys().map(String::as_str).collect();
-                bail!(
-                    "no profile `{name}` in {shown_path} (known: {})",
-                    if known.is_empty() {
-                        "none".to_owned()
-                    } else {
-                        known.join(", ")
-                    }
-                );
-            };
-            (Some(name), Some(profile))
-        }
-        None => match config.and_then(|c| c.profiles.get(DEFAULT_PROFILE)) {
-            Some(p) => (Some(DEFAULT_PROFILE.to_owned()), Some(p)),
-            None => (None, None),
-        },
-    };
+    let selected = select_profile(flag_profile, env, config, config_path)?;
+    let profile = selected.as_ref().map(|(_, p)| *p);
 
     let non_empty = |v: Option<&str>| v.filter(|s| !s.is_empty()).map(str::to_owned);
     let endpoint = non_empty(flag_endpoint)
         .or_else(|| env.endpoint.clone())
         .or_else(|| profile.and_then(|p| non_empty(p.endpoint.as_deref())))
         .unwrap_or_else(|| DEFAULT_ENDPOINT.to_owned());
-    let token = non_empty(flag_token)
-        .or_else(|| env.token.clone())
-        .or_else(|| profile.and_then(|p| non_empty(p.token.as_deref())));
+    let token = match non_empty(flag_token).or_else(|| env.token.clone()) {
+        Some(t) => Some(t),
+        None => match &selected {
+            Some((name, p)) => profile_token(name, p)?,
+            None => None,
+        },
+    };
 
     let ca_cert = env
         .ca_cert
@@ -193,7 +282,7 @@ pub fn resolve(
         endpoint,
         token,
         ca_cert,
-        profile: profile_name,
+        profile: selected.map(|(name, _)| name),
     })
 }
 
@@ -515,5 +604,228 @@ mod tests {
     #[test]
     fn rejects_unknown_keys_in_the_profile_file() {
         assert!(ConfigFile::parse("[profiles.x]\nendpoint = \"a\"\ntokn = \"b\"\n").is_err());
+    }
+
+    fn err_text(r: Result<Settings>) -> String {
+        match r {
+            Ok(s) => panic!("should fail, resolved {s:?}"),
+            Err(e) => format!("{e:#}"),
+        }
+    }
+
+    fn with_current(current: &str) -> ConfigFile {
+        match ConfigFile::parse(&format!("current = \"{current}\"\n{FILE}")) {
+            Ok(c) => c,
+            Err(e) => panic!("test config should parse: {e}"),
+        }
+    }
+
+    #[test]
+    fn current_is_used_before_default_and_named_profiles_beat_it() {
+        let c = with_current("prod");
+        let s = ok(resolve(
+            None,
+            None,
+            None,
+            &EnvVars::default(),
+            Some(&c),
+            None,
+        ));
+        assert_eq!(s.profile.as_deref(), Some("prod"));
+        assert_eq!(s.endpoint, "http://prod:7400");
+        assert_eq!(s.token.as_deref(), Some("prod-token"));
+
+        let env = EnvVars {
+            profile: Some("partial".into()),
+            ..EnvVars::default()
+        };
+        let s = ok(resolve(None, None, None, &env, Some(&c), None));
+        assert_eq!(s.profile.as_deref(), Some("partial"));
+        let s = ok(resolve(None, None, Some("default"), &env, Some(&c), None));
+        assert_eq!(s.profile.as_deref(), Some("default"));
+
+        // Variables and flags still beat what the current context says.
+        let env = EnvVars {
+            endpoint: Some("http://env:7400".into()),
+            ..EnvVars::default()
+        };
+        let s = ok(resolve(None, Some("flag"), None, &env, Some(&c), None));
+        assert_eq!(s.endpoint, "http://env:7400");
+        assert_eq!(s.token.as_deref(), Some("flag"));
+        assert_eq!(s.profile.as_deref(), Some("prod"));
+    }
+
+    #[test]
+    fn current_naming_a_missing_profile_is_an_error() {
+        let c = with_current("gone");
+        let err = err_text(resolve(
+            None,
+            None,
+            None,
+            &EnvVars::default(),
+            Some(&c),
+            Some(Path::new("/etc/a.toml")),
+        ));
+        assert!(
+            err.contains("`current` in /etc/a.toml names profile `gone`, which does not exist")
+                && err.contains("known: default, partial, prod")
+                && err.contains("use-context"),
+            "{err}"
+        );
+        // Naming an existing profile sidesteps the broken `current`.
+        let s = ok(resolve(
+            None,
+            None,
+            Some("prod"),
+            &EnvVars::default(),
+            Some(&c),
+            None,
+        ));
+        assert_eq!(s.profile.as_deref(), Some("prod"));
+    }
+
+    fn write(path: &Path, text: &str) {
+        if let Some(dir) = path.parent() {
+            if let Err(e) = std::fs::create_dir_all(dir) {
+                panic!("mkdir {}: {e}", dir.display());
+            }
+        }
+        if let Err(e) = std::fs::write(path, text) {
+            panic!("write {}: {e}", path.display());
+        }
+    }
+
+    fn load(path: &Path) -> ConfigFile {
+        match ConfigFile::load(path) {
+            Ok(Some(c)) => c,
+            Ok(None) => panic!("{} should exist", path.display()),
+            Err(e) => panic!("{} should load: {e:#}", path.display()),
+        }
+    }
+
+    fn tempdir() -> tempfile::TempDir {
+        match tempfile::tempdir() {
+            Ok(d) => d,
+            Err(e) => panic!("tempdir: {e}"),
+        }
+    }
+
+    #[test]
+    fn token_file_and_ca_cert_are_relative_to_the_config_directory() {
+        let dir = tempdir();
+        let path = dir.path().join("conf").join("config.toml");
+        write(
+            &path,
+            "current = \"lab\"\n[profiles.lab]\nendpoint = \"https://lab:7400\"\n\
+             token_file = \"secrets/lab-token\"\nca_cert = \"tls/ca.pem\"\n\
+             [profiles.abs]\ntoken_file = \"/run/secrets/t\"\n",
+        );
+        write(
+            &dir.path().join("conf/secrets/lab-token"),
+            "  andro_lab \n\n",
+        );
+        let c = load(&path);
+        assert_eq!(
+            c.profiles["abs"].token_file.as_deref(),
+            Some(Path::new("/run/secrets/t"))
+        );
+        let s = ok(resolve(
+            None,
+            None,
+            None,
+            &EnvVars::default(),
+            Some(&c),
+            Some(&path),
+        ));
+        assert_eq!(s.token.as_deref(), Some("andro_lab"));
+        assert_eq!(s.ca_cert, Some(dir.path().join("conf/tls/ca.pem")));
+        assert_eq!(s.profile.as_deref(), Some("lab"));
+    }
+
+    #[test]
+    fn token_beats_token_file_and_flags_spare_reading_it() {
+        let c = match ConfigFile::parse(
+            "[profiles.both]\ntoken = \"inline\"\ntoken_file = \"/nonexistent/token\"\n\
+             [profiles.file]\ntoken_file = \"/nonexistent/token\"\n",
+        ) {
+            Ok(c) => c,
+            Err(e) => panic!("should parse: {e}"),
+        };
+        let s = ok(resolve(
+            None,
+            None,
+            Some("both"),
+            &EnvVars::default(),
+            Some(&c),
+            None,
+        ));
+        assert_eq!(s.token.as_deref(), Some("inline"));
+        // A token from the flag or the variable means the file is never needed.
+        let s = ok(resolve(
+            None,
+            Some("flag"),
+            Some("file"),
+            &EnvVars::default(),
+            Some(&c),
+            None,
+        ));
+        assert_eq!(s.token.as_deref(), Some("flag"));
+        let env = EnvVars {
+            token: Some("env".into()),
+            ..EnvVars::default()
+        };
+        let s = ok(resolve(None, None, Some("file"), &env, Some(&c), None));
+        assert_eq!(s.token.as_deref(), Some("env"));
+    }
+
+    #[test]
+    fn unreadable_or_empty_token_file_is_an_error_naming_it() {
+        let dir = tempdir();
+        let path = dir.path().join("config.toml");
+        write(
+            &path,
+            "[profiles.default]\ntoken_file = \"missing-token\"\n\
+             [profiles.empty]\ntoken_file = \"empty-token\"\n",
+        );
+        write(&dir.path().join("empty-token"), " \n");
+        let c = load(&path);
+        let err = err_text(resolve(
+            None,
+            None,
+            None,
+            &EnvVars::default(),
+            Some(&c),
+            Some(&path),
+        ));
+        let missing = dir.path().join("missing-token");
+        assert!(
+            err.contains(&format!("cannot read the token file {}", missing.display()))
+                && err.contains("token_file of profile `default`"),
+            "{err}"
+        );
+        let err = err_text(resolve(
+            None,
+            None,
+            Some("empty"),
+            &EnvVars::default(),
+            Some(&c),
+            Some(&path),
+        ));
+        assert!(
+            err.contains("empty-token") && err.contains("is empty"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_missing_file_selects_nothing_unless_a_profile_is_named() {
+        let env = EnvVars::default();
+        assert!(matches!(select_profile(None, &env, None, None), Ok(None)));
+        let c = ConfigFile::default();
+        assert!(matches!(
+            select_profile(None, &env, Some(&c), None),
+            Ok(None)
+        ));
+        assert!(select_profile(Some("x"), &env, Some(&c), None).is_err());
     }
 }

@@ -29,6 +29,15 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
 
+    // Contexts are local files: no server, no runtime.
+    let command = match cli.command {
+        Command::Config(cmd) => {
+            let result = commands::config::run(cmd, &cli.global, &EnvVars::from_process());
+            return finish(result, None);
+        }
+        other => other,
+    };
+
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -46,14 +55,18 @@ fn main() -> ExitCode {
         let settings = settings_from(&cli.global, &EnvVars::from_process())?;
         endpoint = Some(settings.endpoint.clone());
         let ctx = Ctx::connect(&settings, &cli.global).await?;
-        commands::run(&ctx, cli.command).await
+        commands::run(&ctx, command).await
     });
+    finish(result, endpoint.as_deref())
+}
 
+/// The exit code of a run, printing its error; `endpoint` is the one it talked to, if any.
+fn finish(result: anyhow::Result<()>, endpoint: Option<&str>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) if is_broken_pipe(&err) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("{}", errors::format_error(&err, endpoint.as_deref()));
+            eprintln!("{}", errors::format_error(&err, endpoint));
             ExitCode::FAILURE
         }
     }

@@ -879,6 +879,65 @@ async fn profile_file_supplies_endpoint_and_token() {
 }
 
 #[tokio::test]
+async fn contexts_are_made_chosen_and_used_without_a_server() {
+    let (ep, mock) = start().await;
+    let dir = match tempfile::tempdir() {
+        Ok(d) => d,
+        Err(e) => panic!("tempdir: {e}"),
+    };
+    let path = dir.path().join("andromede").join("config.toml");
+    if let Err(e) = std::fs::write(dir.path().join("lab-token"), "andro_lab\n") {
+        panic!("write token: {e}");
+    }
+    let config = |args: &[&str]| {
+        let mut cmd = command(None, args);
+        cmd.env("ANDROMEDE_CONFIG", &path).current_dir(dir.path());
+        cmd
+    };
+
+    let r = run(config(&[
+        "config",
+        "set-context",
+        "lab",
+        "--endpoint",
+        &ep,
+        "--token-file",
+        "lab-token",
+    ]))
+    .await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stdout.contains("context `lab` created"), "{}", r.stdout);
+    let r = run(config(&["config", "set-context", "other", "--token", "x"])).await;
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("--token-file"), "{}", r.stderr);
+    let r = run(config(&["config", "current-context"])).await;
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("no current context"), "{}", r.stderr);
+    let r = run(config(&["config", "use-context", "nope"])).await;
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("no profile `nope`"), "{}", r.stderr);
+
+    let r = run(config(&["config", "use-context", "lab"])).await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let r = run(config(&["config", "current-context"])).await;
+    assert_eq!((r.code, r.stdout.as_str()), (0, "lab\n"), "{}", r.stderr);
+    let r = run(config(&["config", "get-contexts", "-o", "json"])).await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let v = json(&r.stdout);
+    assert_eq!(v[0]["name"], "lab");
+    assert_eq!(v[0]["current"], true);
+    assert_eq!(v[0]["token_source"], "token_file");
+    let token_file = dir.path().join("lab-token");
+    assert_eq!(v[0]["token_file"], token_file.to_string_lossy().as_ref());
+    assert!(!r.stdout.contains("andro_lab"), "{}", r.stdout);
+
+    // The current context carries the endpoint and the token read from its file.
+    let r = run(config(&["cluster", "status"])).await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(mock.with(|s| s.auth.clone()), ["Bearer andro_lab"]);
+}
+
+#[tokio::test]
 async fn create_retries_with_the_same_request_id_and_waits() {
     let (ep, mock) = start().await;
     let r = run(command(

@@ -3,7 +3,8 @@
 use andromede_server::config::Settings;
 use andromede_server::serve;
 use clap::{Parser, Subcommand};
-use std::path::PathBuf;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 
 #[derive(Parser)]
 #[command(
@@ -106,6 +107,51 @@ async fn shutdown_signal() {
     }
     #[cfg(not(unix))]
     let _ = ctrl_c.await;
+}
+
+/// The cloudctl profile file `dev` writes into its data directory.
+const DEV_CONTEXT_FILE: &str = "cloudctl.toml";
+
+/// Writes `<data-dir>/cloudctl.toml`: a cloudctl profile file whose current context, `dev`, is
+/// this dev cloud, with absolute paths so that it works from any directory. It is rewritten at
+/// every start, since it describes this dev cloud rather than anyone's choices, and holds no
+/// secret: only the path of the token file.
+fn write_dev_context(
+    data_dir: &Path,
+    endpoint: &str,
+    ca_cert: Option<&Path>,
+    token_file: &Path,
+) -> anyhow::Result<PathBuf> {
+    use anyhow::Context as _;
+    #[derive(serde::Serialize)]
+    struct Profile {
+        endpoint: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        ca_cert: Option<PathBuf>,
+        token_file: PathBuf,
+    }
+    #[derive(serde::Serialize)]
+    struct ContextFile {
+        current: &'static str,
+        profiles: BTreeMap<&'static str, Profile>,
+    }
+    let profile = Profile {
+        endpoint: endpoint.to_owned(),
+        ca_cert: ca_cert.map(std::path::absolute).transpose()?,
+        token_file: std::path::absolute(token_file)?,
+    };
+    let file = ContextFile {
+        current: "dev",
+        profiles: BTreeMap::from([("dev", profile)]),
+    };
+    let path = data_dir.join(DEV_CONTEXT_FILE);
+    let text = format!(
+        "# Written by `andromede-server dev` at each start: the cloudctl context of this dev cloud.\n\
+         # Use it with `export ANDROMEDE_CONFIG=<this file>`; changes here are overwritten.\n\n{}",
+        toml::to_string(&file)?
+    );
+    std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(path)
 }
 
 #[tokio::main]
@@ -215,20 +261,36 @@ async fn main() -> anyhow::Result<()> {
                     }
                 })
             });
-            let (endpoint, ca_line) = match &r.tls {
-                Some(t) => (
+            let ca_file = r
+                .tls
+                .as_ref()
+                .map(|t| std::fs::canonicalize(&t.ca_file).unwrap_or(t.ca_file.clone()));
+            let (endpoint, ca_line) = match &ca_file {
+                Some(ca) => (
                     format!("https://{}", r.listen),
-                    format!(
-                        "  export ANDROMEDE_CA_CERT={}\n",
-                        std::fs::canonicalize(&t.ca_file)
-                            .unwrap_or(t.ca_file.clone())
-                            .display()
-                    ),
+                    format!("  export ANDROMEDE_CA_CERT={}\n", ca.display()),
                 ),
                 None => (format!("http://{}", r.listen), String::new()),
             };
+            // The same settings as a ready cloudctl context: one variable instead of three.
+            let context_line = match write_dev_context(
+                &r.data_dir,
+                &endpoint,
+                ca_file.as_deref(),
+                &r.bootstrap_token_file,
+            ) {
+                Ok(path) => format!(
+                    "\nOr use the cloudctl context it wrote, {}:\n\n  export ANDROMEDE_CONFIG={}\n  cloudctl config get-contexts\n",
+                    path.display(),
+                    path.display()
+                ),
+                Err(e) => {
+                    eprintln!("andromede-server dev: no cloudctl context written: {e:#}");
+                    String::new()
+                }
+            };
             eprintln!(
-                "\nAndromède is starting on {endpoint} (data in {}) with {local}.\nThe first cloud-admin token is in {} (mode 0600). Point cloudctl at it:\n\n  export ANDROMEDE_ENDPOINT={endpoint}\n{ca_line}  export ANDROMEDE_TOKEN=$(cat {})\n  cloudctl host list\n",
+                "\nAndromède is starting on {endpoint} (data in {}) with {local}.\nThe first cloud-admin token is in {} (mode 0600). Point cloudctl at it:\n\n  export ANDROMEDE_ENDPOINT={endpoint}\n{ca_line}  export ANDROMEDE_TOKEN=$(cat {})\n  cloudctl host list\n{context_line}",
                 r.data_dir.display(),
                 r.bootstrap_token_file.display(),
                 r.bootstrap_token_file.display()

@@ -3,6 +3,7 @@
 
 mod cluster;
 mod compliance;
+pub mod config;
 mod datacenter;
 mod events;
 mod flavor;
@@ -53,8 +54,8 @@ pub async fn run(ctx: &Ctx, command: Command) -> Result<()> {
         Command::Compliance(c) => compliance::run(ctx, c).await,
         Command::Token(c) => token::run(ctx, c).await,
         Command::Whoami => token::whoami(ctx).await,
-        // Handled before connecting, since it needs no server.
-        Command::Completions { .. } => Ok(()),
+        // Handled before connecting, since they need no server.
+        Command::Completions { .. } | Command::Config(_) => Ok(()),
     }
 }
 
