@@ -51,6 +51,8 @@ enum Cmd {
     },
     /// A single-node cloud: one FR datacenter, flavors, the test guest image, and a local agent
     /// (started from the andromede-agent binary next to this one) or, without one, simulated hosts.
+    /// It serves TLS with a CA of its own and writes `<data-dir>/cloudctl.toml`, a ready cloudctl
+    /// context (`export ANDROMEDE_CONFIG=<data-dir>/cloudctl.toml`).
     Dev {
         /// Simulated hosts to register on first start (default: 3 without a local agent, 0 with).
         #[arg(long)]
