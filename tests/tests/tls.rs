@@ -1,7 +1,8 @@
 //! TLS on the listener, the servers' default: the first server makes a cluster CA and its
 //! certificate; a client trusting that CA gets through, a plaintext client and a client
 //! trusting another CA do not; a joining server with a certificate the CA issued
-//! (`andromede-server issue-cert`) replicates over TLS.
+//! (`andromede-server issue-cert`) replicates over mutual TLS, and one with a certificate from
+//! another CA gets nothing.
 
 #![allow(clippy::unwrap_used)]
 
@@ -167,4 +168,57 @@ async fn tls_by_default_and_only_to_the_cluster_ca() {
             }
         }
     }
+
+    // A server whose certificate comes from another CA cannot join: the leader does not trust
+    // it and it does not trust the leader, so nothing reaches it.
+    let mut s3 = Server::new(3, root.path(), &[]);
+    s3.tls = true;
+    let foreign = tempfile::tempdir().unwrap();
+    andromede_pki::ServerTls::create_with_ca(foreign.path(), "foreign", 3, &["127.0.0.1".into()])
+        .unwrap();
+    std::fs::create_dir_all(s3.dir.join("tls")).unwrap();
+    for f in ["server.pem", "server-key.pem", "ca.pem"] {
+        std::fs::copy(foreign.path().join(f), s3.dir.join("tls").join(f)).unwrap();
+    }
+    std::fs::copy(s1.dir.join("data-key"), s3.dir.join("data-key")).unwrap();
+    s3.start(false);
+    let (ch3, _) = wait_tls(&s3).await;
+    cluster
+        .add_learner(AddLearnerRequest {
+            node_id: 3,
+            addr: s3.addr(),
+            datacenter: "paris".into(),
+        })
+        .await
+        .unwrap();
+    // Node 2 catches up with everything the leader has, node 3 with nothing.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let st = loop {
+        let st = cluster
+            .status(ClusterStatusRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+        let matched = |id| {
+            st.members
+                .iter()
+                .find(|m| m.node_id == id)
+                .map(|m| m.matched_index)
+        };
+        if matched(2) == Some(st.last_log_index) {
+            break st;
+        }
+        assert!(Instant::now() < deadline, "node 2 never caught up: {st:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let node3 = st.members.iter().find(|m| m.node_id == 3).unwrap();
+    assert_eq!(node3.matched_index, 0, "{st:?}");
+    let e = whoami(ch3).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::Unauthenticated, "{e:?}");
+    assert!(
+        e.message().contains("unknown token"),
+        "node 3 got state: {e:?}"
+    );
+    let log = std::fs::read_to_string(s3.dir.join("server.log")).unwrap();
+    assert!(!log.contains("initialized"), "{log}");
 }
