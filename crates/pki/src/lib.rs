@@ -2,8 +2,10 @@
 //! certificates it issues: servers (for the names and addresses clients use, and as peers of
 //! each other) and hosts (from the agent's own key, bound to the host and its datacenter).
 
+mod discover;
 mod peer;
 
+pub use discover::discover;
 pub use peer::{peer_of, Peer, PeerRole};
 
 use rcgen::{
@@ -29,6 +31,8 @@ pub enum PkiError {
     BadRequest,
     #[error("not a PEM certificate")]
     BadCertificate,
+    #[error("{0}")]
+    Discovery(String),
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> PkiError + '_ {
@@ -90,9 +94,10 @@ fn validity(p: &mut CertificateParams, lifetime: time::Duration) {
     // An hour back, for clocks a little behind.
     p.not_before = now - time::Duration::hours(1);
     p.not_after = now + lifetime;
-    // Random and positive: a serial names one certificate, and revocation goes by it.
+    // Random and positive: a serial names one certificate, and revocation goes by it. The first
+    // byte is never zero, so the encoding keeps all sixteen bytes.
     let mut serial = *uuid::Uuid::new_v4().as_bytes();
-    serial[0] &= 0x7f;
+    serial[0] = 1 + serial[0] % 0x7f;
     p.serial_number = Some(SerialNumber::from_slice(&serial));
 }
 
@@ -111,12 +116,14 @@ pub struct Issued {
 
 impl Issued {
     fn of(cert: &rcgen::Certificate, p: &CertificateParams) -> Self {
+        // The serial as the certificate encodes it (DER drops leading zero bytes), so that it
+        // is exactly what a listener reads back from the peer certificate.
+        let serial = x509_parser::parse_x509_certificate(cert.der())
+            .map(|(_, c)| peer::hex(c.raw_serial()))
+            .unwrap_or_default();
         Self {
             pem: cert.pem(),
-            serial: p
-                .serial_number
-                .as_ref()
-                .map_or_else(String::new, |s| peer::hex(s.as_ref())),
+            serial,
             not_after_ms: (p.not_after.unix_timestamp_nanos() / 1_000_000) as i64,
         }
     }
@@ -193,13 +200,8 @@ impl Ca {
         pin_of(&self.pem).unwrap_or_default()
     }
 
-    /// A server certificate for Raft id `node_id` and `names` (DNS names or IP addresses), as
-    /// (certificate, key) PEM. It serves clients and authenticates the server to its peers.
-    pub fn issue_server(
-        &self,
-        node_id: u64,
-        names: &[String],
-    ) -> Result<(String, String), PkiError> {
+    /// What a server certificate for Raft id `node_id` and `names` says.
+    fn server_params(node_id: u64, names: &[String]) -> Result<CertificateParams, PkiError> {
         let mut p = CertificateParams::new(names.to_vec())?;
         p.subject_alt_names
             .push(uri(format!("{}{node_id}", peer::SERVER_URN))?);
@@ -214,9 +216,34 @@ impl Ca {
             ExtendedKeyUsagePurpose::ClientAuth,
         ];
         validity(&mut p, time::Duration::days(SERVER_DAYS));
+        Ok(p)
+    }
+
+    /// A server certificate for Raft id `node_id` and `names` (DNS names or IP addresses), as
+    /// (certificate, key) PEM. It serves clients and authenticates the server to its peers.
+    pub fn issue_server(
+        &self,
+        node_id: u64,
+        names: &[String],
+    ) -> Result<(String, String), PkiError> {
         let key = KeyPair::generate()?;
-        let cert = p.signed_by(&key, &self.cert, &self.key)?;
+        let cert = Self::server_params(node_id, names)?.signed_by(&key, &self.cert, &self.key)?;
         Ok((cert.pem(), key.serialize_pem()))
+    }
+
+    /// A server certificate for the key in `csr_pem` (the joining server made it and keeps
+    /// it); only the key is taken from the request.
+    pub fn issue_server_for(
+        &self,
+        csr_pem: &str,
+        node_id: u64,
+        names: &[String],
+    ) -> Result<Issued, PkiError> {
+        let mut csr =
+            CertificateSigningRequestParams::from_pem(csr_pem).map_err(|_| PkiError::BadRequest)?;
+        csr.params = Self::server_params(node_id, names)?;
+        let cert = csr.signed_by(&self.cert, &self.key)?;
+        Ok(Issued::of(&cert, cert.params()))
     }
 
     /// A host certificate for the key in `csr_pem`, valid `lifetime`. Whatever the request
@@ -394,6 +421,14 @@ mod tests {
         let again = Ca::load(&CaFiles::in_dir(d.path())).unwrap();
         assert_eq!(again.pem(), ca);
         let (server, _) = again.issue_server(2, &["10.0.0.2".into()]).unwrap();
+        let (_, csr) = new_request().unwrap();
+        let joined = again
+            .issue_server_for(&csr, 3, &["10.0.0.3".into()])
+            .unwrap();
+        assert_eq!(
+            peer_of_pem(&joined.pem).map(|p| p.role),
+            Some(PeerRole::Server { node_id: 3 })
+        );
         assert_eq!(
             peer_of_pem(&server).map(|p| p.role),
             Some(PeerRole::Server { node_id: 2 })
@@ -434,6 +469,14 @@ mod tests {
             eku.client_auth && !eku.server_auth,
             "never a server certificate"
         );
+        // The serial recorded is the one a listener reads back, whatever its bytes: many
+        // issues, so a leading byte that DER would drop cannot slip by.
+        for _ in 0..300 {
+            let i = ca
+                .issue_host(&csr, "h-1", "dc-a", std::time::Duration::from_secs(60))
+                .unwrap();
+            assert_eq!(peer_of_pem(&i.pem).unwrap().serial, i.serial);
+        }
         // Two issues never share a serial.
         let again = ca
             .issue_host(&csr, "h-1", "dc-a", std::time::Duration::from_secs(3600))
