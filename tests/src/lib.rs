@@ -385,6 +385,21 @@ impl Clients {
         }
     }
 
+    /// A member token of `project` named `name`; returns its secret.
+    pub async fn member_token(&mut self, project: &str, name: &str) -> String {
+        self.identity
+            .create_token(CreateTokenRequest {
+                name: name.into(),
+                project: project.into(),
+                role: Role::Member as i32,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .secret
+    }
+
     pub async fn datacenter(
         &mut self,
         name: &str,

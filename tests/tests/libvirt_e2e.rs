@@ -114,18 +114,7 @@ async fn real_guests_through_libvirt() {
     c.project("ministry", policy(&["FR"], &[], &[], false), None)
         .await;
     // The tenant acts with a member token of its project, never the operator's.
-    let member = c
-        .identity
-        .create_token(CreateTokenRequest {
-            name: "ministry-ops".into(),
-            project: "ministry".into(),
-            role: Role::Member as i32,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .secret;
+    let member = c.member_token("ministry", "ministry-ops").await;
     let mut tc = Clients::with_token(s.channel().await, &member);
     let ca = s.ca_file();
     let admin =

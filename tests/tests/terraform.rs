@@ -203,18 +203,7 @@ async fn terraform_drives_the_whole_lifecycle() {
     // The operator made the project; its tenant holds a member token of it.
     c.project("ministry", SovereigntyPolicy::default(), None)
         .await;
-    let member = c
-        .identity
-        .create_token(CreateTokenRequest {
-            name: "ministry-terraform".into(),
-            project: "ministry".into(),
-            role: Role::Member as i32,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .secret;
+    let member = c.member_token("ministry", "ministry-terraform").await;
     let mut ws = Workspace::new(
         root.path(),
         &bin("terraform-provider-andromede"),

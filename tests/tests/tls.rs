@@ -171,26 +171,10 @@ async fn tls_by_default_and_only_to_the_cluster_ca() {
 
     // A write through node 2 is forwarded to the leader, and a read there asks the leader for
     // its read index: both server-to-server calls over mutual TLS.
-    let mut infra2 =
-        andromede_api::v1::infrastructure_service_client::InfrastructureServiceClient::with_interceptor(
-            ch2.clone(),
-            Auth::admin(),
-        );
-    infra2
-        .create_datacenter(CreateDatacenterRequest {
-            name: "lyon".into(),
-            country: "FR".into(),
-            operator: Some(Operator {
-                name: "op".into(),
-                country: "FR".into(),
-                parent_country: "FR".into(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    let read = infra2
+    let mut c2 = andromede_tests::Clients::new(ch2.clone());
+    c2.datacenter("lyon", "FR", "FR", "FR", &[]).await;
+    let read = c2
+        .infra
         .get_datacenter(GetRequest {
             r#ref: Some(ResourceRef {
                 id_or_name: "lyon".into(),
